@@ -1,0 +1,60 @@
+//! The [`Frame`] enum: one value of any RESP2 or RESP3 type.
+
+use bytes::Bytes;
+
+/// The protocol a peer speaks: RESP2 (the default) or RESP3 (after `HELLO 3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// RESP2: no maps, sets, doubles, booleans or push frames on the wire.
+    #[default]
+    Resp2,
+    /// RESP3.
+    Resp3,
+}
+
+/// One RESP value.
+///
+/// Payloads are `Bytes` that share the buffer they were read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `+OK\r\n`
+    Simple(Bytes),
+    /// `-ERR message\r\n`: the text after `-`, including the error code.
+    Error(Bytes),
+    /// `:42\r\n`
+    Integer(i64),
+    /// `$3\r\nfoo\r\n`
+    Bulk(Bytes),
+    /// RESP2 null bulk `$-1\r\n` or RESP3 `_\r\n`. Encoded as `$-1` for RESP2 and `_` for RESP3.
+    Null,
+    /// RESP2 null array `*-1\r\n`. Encoded as `*-1` for RESP2 and `_` for RESP3.
+    NullArray,
+    /// `*N\r\n...`
+    Array(Vec<Frame>),
+    /// RESP3 `%N\r\n...`: N key/value pairs. Flattened into a 2N array for RESP2.
+    Map(Vec<(Frame, Frame)>),
+    /// RESP3 `~N\r\n...`. An array for RESP2.
+    Set(Vec<Frame>),
+    /// RESP3 `>N\r\n...` (pub/sub messages). An array for RESP2.
+    Push(Vec<Frame>),
+    /// RESP3 `,1.5\r\n`. A bulk string for RESP2.
+    Double(f64),
+    /// RESP3 `#t\r\n`. The integer 1 or 0 for RESP2.
+    Boolean(bool),
+    /// RESP3 `(123...\r\n`: the digits, with an optional leading `-`. A bulk string for RESP2.
+    BigNumber(Bytes),
+    /// RESP3 `=15\r\ntxt:Some string\r\n`. A bulk string of `text` for RESP2.
+    Verbatim {
+        /// Three-byte format, such as `txt` or `mkd`.
+        format: [u8; 3],
+        /// The text after `xxx:`.
+        text: Bytes,
+    },
+    /// RESP3 `|N\r\n...` attributes followed by the frame they describe. RESP2 drops them.
+    Attribute {
+        /// The attribute pairs.
+        attrs: Vec<(Frame, Frame)>,
+        /// The frame the attributes belong to.
+        frame: Box<Frame>,
+    },
+}
