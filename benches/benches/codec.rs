@@ -1,0 +1,2 @@
+//! Criterion benches for the RESP codec (filled in with the protocol crate).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Criterion benches for the routing crate.
+fn main() {}
