@@ -1,1 +1,25 @@
-fn main() {}
+//! The `slotway` binary: parse the command line, load the configuration, start logging, run.
+
+use anyhow::Context;
+use clap::Parser;
+use slotway::cli::Cli;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.load()?;
+    if let Some(path) = &cli.check_config {
+        println!("{}: configuration is valid", path.display());
+        return Ok(());
+    }
+    slotway::logging::init(&config.log_level, config.log_json);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = slotway::shutdown::on_signals();
+        slotway::run(config, shutdown, |_| {}).await
+    })?;
+    Ok(())
+}

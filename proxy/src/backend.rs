@@ -1,0 +1,367 @@
+//! One task per backend connection: pipelined writes, replies matched in FIFO order.
+//!
+//! A [`BackendConn`] is a cheap handle (an unbounded sender). Its task owns the socket. Jobs that
+//! arrive while a write is pending are appended to the same buffer, so requests of many clients
+//! leave in one `write`. Replies are found with `protocol::Scanner` and forwarded as raw bytes,
+//! never decoded.
+//!
+//! State machine of the task:
+//!
+//! | state        | on job                     | on socket error / EOF                        |
+//! |--------------|----------------------------|----------------------------------------------|
+//! | connecting   | queued in the channel      | fail queued jobs `NotSent`, back off          |
+//! | backing off  | failed at once `NotSent`   | -                                             |
+//! | connected    | appended to the write buf  | written jobs `Lost`, unwritten `NotSent`      |
+//!
+//! A job is failed `NotSent` only when none of its bytes reached the socket, so the caller may
+//! send it elsewhere without risk of applying a write twice.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use protocol::{Limits, Scanner, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::reply::{Reply, ReplyTo};
+
+/// Commands that precede a command sent after an `ASK` redirect.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// Stop taking new jobs while this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 1 << 20;
+
+/// Why a backend request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// None of the request reached the node: safe to send again, elsewhere.
+    NotSent,
+    /// The request was (at least partly) written, then the connection died: it may have run.
+    Lost,
+    /// The node did not answer within the read timeout; the connection was closed.
+    Timeout,
+}
+
+/// What a connection needs to know to set itself up.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// `host:port`.
+    pub addr: Arc<str>,
+    /// The protocol version to speak (`HELLO 3` is sent on connect for RESP3).
+    pub version: Version,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Close the connection when requests are in flight and nothing arrives for this long.
+    pub read_timeout: Option<Duration>,
+    /// `AUTH` sent on connect, if any: (username, password).
+    pub auth: Option<(Option<String>, String)>,
+    /// Called (through this sender) when the connection fails, so the topology can refresh.
+    pub on_failure: Option<mpsc::UnboundedSender<Arc<str>>>,
+    /// A client's own connection (blocking commands): when its handle is dropped the socket
+    /// closes at once, even with a request in flight, so that a blocked pop cannot take an
+    /// element for a client that is gone.
+    pub dedicated: bool,
+}
+
+/// A request for the backend task.
+#[derive(Debug)]
+pub struct Job {
+    /// One or more complete RESP requests, as raw bytes.
+    pub payload: Bytes,
+    /// Send `ASKING` first and drop its reply.
+    pub asking: bool,
+    /// Where the reply goes.
+    pub reply: ReplyTo,
+}
+
+/// Handle to one backend connection's task. Dropping every handle ends the task.
+#[derive(Debug, Clone)]
+pub struct BackendConn {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+struct InFlight {
+    /// Stream offset (bytes written over the connection's life) where this request ends.
+    end: u64,
+    /// Where its bytes start.
+    start: u64,
+    /// `None`: the reply to an `ASKING`, dropped.
+    reply: Option<ReplyTo>,
+}
+
+// === impl BackendConn ===
+
+impl BackendConn {
+    /// Spawns the connection task and returns its handle. The task connects at once and
+    /// reconnects with back-off for as long as a handle exists.
+    pub fn spawn(settings: ConnSettings) -> BackendConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(settings, rx));
+        BackendConn { tx }
+    }
+
+    /// Queues a job. If the task is gone the job's reply is failed `NotSent` at once.
+    pub fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+            job.reply.send(Reply::Failed(BackendError::NotSent));
+        }
+    }
+
+    /// True if the task has exited.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+async fn run(settings: ConnSettings, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match connect(&settings).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(10);
+                tracing::debug!(addr = %settings.addr, "backend connected");
+                match serve(&settings, stream, &mut rx).await {
+                    Served::HandlesDropped => return,
+                    Served::Failed(why) => {
+                        tracing::warn!(addr = %settings.addr, %why, "backend connection lost");
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::debug!(addr = %settings.addr, %why, "backend connect failed");
+            }
+        }
+        if let Some(tx) = &settings.on_failure {
+            let _ = tx.send(settings.addr.clone());
+        }
+        // Back off, failing whatever arrives meanwhile: it was never sent, so the caller may
+        // route it again once the topology has been refreshed.
+        let until = Instant::now() + backoff;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+        loop {
+            while let Ok(job) = rx.try_recv() {
+                job.reply.send(Reply::Failed(BackendError::NotSent));
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                job = rx.recv() => match job {
+                    Some(job) => job.reply.send(Reply::Failed(BackendError::NotSent)),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+async fn connect(settings: &ConnSettings) -> std::io::Result<TcpStream> {
+    let timeout = settings.connect_timeout;
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&*settings.addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+    stream.set_nodelay(true)?;
+    let mut hello = Vec::new();
+    let mut expected = 0;
+    if let Some((user, pass)) = &settings.auth {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = user {
+            args.push(user.as_bytes());
+        }
+        args.push(pass.as_bytes());
+        hello.extend_from_slice(protocol::Request::from_args(args).raw());
+        expected += 1;
+    }
+    if settings.version == Version::Resp3 {
+        hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
+        expected += 1;
+    }
+    if expected > 0 {
+        tokio::time::timeout(timeout, handshake(&mut stream, &hello, expected))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout"))??;
+    }
+    Ok(stream)
+}
+
+async fn handshake(stream: &mut TcpStream, out: &[u8], mut expected: usize) -> std::io::Result<()> {
+    stream.write_all(out).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let limits = Limits::default();
+    while expected > 0 {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        while let Some(n) = protocol::frame_len(&buf, &limits).map_err(invalid_data)? {
+            let frame = buf.split_to(n);
+            if frame.first() == Some(&b'-') {
+                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                return Err(std::io::Error::other(format!("handshake refused: {text}")));
+            }
+            expected -= 1;
+        }
+    }
+    Ok(())
+}
+
+fn invalid_data(e: protocol::ProtocolError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+enum Served {
+    HandlesDropped,
+    Failed(String),
+}
+
+/// Runs a connected socket until it fails or every handle is dropped (with nothing in flight).
+async fn serve(
+    settings: &ConnSettings,
+    stream: TcpStream,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+) -> Served {
+    let (mut rd, mut wr) = stream.into_split();
+    let limits = Limits {
+        max_depth: 128,
+        ..Limits::default()
+    };
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::new();
+    let mut scanner = Scanner::default();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    // Bytes handed to the socket so far, and bytes appended to `wbuf` so far.
+    let mut written: u64 = 0;
+    let mut queued: u64 = 0;
+    let mut rx_open = true;
+    let mut last_read = Instant::now();
+    let mut ticker = settings.read_timeout.map(|t| tokio::time::interval(t / 4));
+
+    let failure = loop {
+        if !rx_open && (inflight.is_empty() || settings.dedicated) {
+            return Served::HandlesDropped;
+        }
+        tokio::select! {
+            biased;
+            r = rd.read_buf(&mut rbuf) => match r {
+                Ok(0) => break "connection closed by node".to_string(),
+                Ok(_) => {
+                    last_read = Instant::now();
+                    if let Err(why) = deliver(&mut rbuf, &mut scanner, &limits, &mut inflight) {
+                        break why;
+                    }
+                    if rbuf.capacity() - rbuf.len() < 4096 {
+                        rbuf.reserve(16 * 1024);
+                    }
+                }
+                Err(e) => break e.to_string(),
+            },
+            r = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => match r {
+                Ok(n) => written += n as u64,
+                Err(e) => break e.to_string(),
+            },
+            job = rx.recv(), if rx_open && wbuf.len() < WRITE_HIGH_WATER => match job {
+                Some(job) => {
+                    if inflight.is_empty() {
+                        last_read = Instant::now();
+                    }
+                    enqueue(job, &mut wbuf, &mut inflight, &mut queued);
+                    // Coalesce whatever else is ready into the same write.
+                    while wbuf.len() < WRITE_HIGH_WATER {
+                        match rx.try_recv() {
+                            Ok(job) => enqueue(job, &mut wbuf, &mut inflight, &mut queued),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => rx_open = false,
+            },
+            _ = tick(&mut ticker) => {
+                if let Some(t) = settings.read_timeout {
+                    if !inflight.is_empty() && last_read.elapsed() >= t {
+                        fail_inflight(&mut inflight, written, Some(BackendError::Timeout));
+                        return Served::Failed("read timeout".to_string());
+                    }
+                }
+            }
+        }
+    };
+    fail_inflight(&mut inflight, written, None);
+    Served::Failed(failure)
+}
+
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn enqueue(job: Job, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, queued: &mut u64) {
+    if job.asking {
+        wbuf.extend_from_slice(ASKING);
+        let start = *queued;
+        *queued += ASKING.len() as u64;
+        inflight.push_back(InFlight {
+            start,
+            end: *queued,
+            reply: None,
+        });
+    }
+    let start = *queued;
+    wbuf.extend_from_slice(&job.payload);
+    *queued += job.payload.len() as u64;
+    inflight.push_back(InFlight {
+        start,
+        end: *queued,
+        reply: Some(job.reply),
+    });
+}
+
+/// Fails every request in flight: `NotSent` if none of its bytes were written, else `Lost`
+/// (or `why` if given, for requests that were written).
+fn fail_inflight(inflight: &mut VecDeque<InFlight>, written: u64, why: Option<BackendError>) {
+    for f in inflight.drain(..) {
+        let err = if f.start >= written {
+            BackendError::NotSent
+        } else {
+            why.clone().unwrap_or(BackendError::Lost)
+        };
+        debug_assert!(f.end >= f.start);
+        if let Some(to) = f.reply {
+            to.send(Reply::Failed(err));
+        }
+    }
+}
+
+/// Splits every complete reply off `rbuf` and hands it to the request at the head of the queue.
+fn deliver(
+    rbuf: &mut BytesMut,
+    scanner: &mut Scanner,
+    limits: &Limits,
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), String> {
+    while let Some(n) = scanner
+        .scan(rbuf, limits)
+        .map_err(|e| format!("invalid reply from node: {e}"))?
+    {
+        let frame = rbuf.split_to(n).freeze();
+        if is_push(&frame) {
+            // RESP3 out-of-band data is never a command's reply; nothing on a pooled
+            // connection subscribes, so there is nobody to give it to.
+            continue;
+        }
+        match inflight.pop_front() {
+            Some(InFlight { reply: Some(to), .. }) => to.send(Reply::Frame(frame)),
+            Some(InFlight { reply: None, .. }) => {}
+            None => return Err("reply with no request in flight".to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn is_push(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'>')
+}

@@ -1,0 +1,393 @@
+//! Decides where a request goes: answered by the proxy, sent to the owner of its slot, split by
+//! slot, fanned out to every master, or refused. Pure: no I/O here; the session carries out the
+//! [`Plan`].
+
+use protocol::Request;
+use routing::split::{Merge, Split};
+use routing::{CommandSpec, Flags, Slot};
+
+use crate::config::{Config, UnknownCommands};
+use crate::error::ProxyError;
+
+/// Bits of a SCAN cursor that say which master it belongs to (up to 1024 masters).
+pub const SCAN_MASTER_BITS: u32 = 10;
+
+/// Where a request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The master that owns the slot, on a pooled connection.
+    Slot(Slot),
+    /// Any master (keyless, node-independent commands).
+    AnyMaster,
+    /// The master that owns the slot, on a connection of the client's own (blocking commands).
+    Blocking(Slot),
+    /// The `i`th master of the slot map (fan-out, SCAN).
+    Master(usize),
+    /// The `i`th node of the slot map, masters first, then replicas (CONFIG SET).
+    Node(usize),
+}
+
+/// Which nodes a fanned-out command goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fan {
+    /// Every master.
+    Masters,
+    /// Every master and replica.
+    AllNodes,
+}
+
+/// What to do with the merged reply of a fan-out before it goes to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// Nothing.
+    AsIs,
+    /// SCAN on master `master` of `masters`: turn the node's cursor into a proxy cursor.
+    Scan {
+        /// The master scanned.
+        master: usize,
+    },
+    /// INFO: the proxy's own sections, with `# Keyspace` summed from the masters' replies.
+    Info,
+    /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
+    /// answers NOSCRIPT.
+    ScriptLoad(bytes::Bytes),
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answer it in the proxy; the name is the command table name (`client|setname`).
+    Local(&'static str),
+    /// Forward it as it is.
+    Forward(Target),
+    /// Split by slot; send each part; merge.
+    Split(Split),
+    /// Send the same request (or `request`, if given) to many nodes; merge; finish.
+    Fanout {
+        /// Which nodes.
+        fan: Fan,
+        /// The request to send, if not the client's own.
+        request: Option<Request>,
+        /// How replies combine.
+        merge: Merge,
+        /// After merging.
+        finish: Finish,
+    },
+    /// SCAN: one step on one master.
+    Scan {
+        /// The master.
+        master: usize,
+        /// The request to send, with the master's own cursor.
+        request: Request,
+    },
+}
+
+/// Commands refused outright, with the reason given to the client.
+fn refused(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            "transactions are not supported yet"
+        }
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" | "publish" | "spublish" | "pubsub" => "pub/sub is not supported yet",
+        "wait" | "waitaof" => "waiting for replication through shared connections is not supported yet",
+        "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
+        "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"
+        | "save" | "bgsave" | "bgrewriteaof" | "acl" | "latency" | "slowlog" => {
+            "it is a per-node administration command; send it to the nodes directly"
+        }
+        "cluster" | "asking" => "the proxy presents a single node, not a cluster",
+        "swapdb" | "move" => "the proxy serves database 0 only",
+        "client" => return None,
+        _ if name.starts_with("cluster|") => "the proxy presents a single node, not a cluster",
+        _ if name.starts_with("client|") => match name {
+            "client|kill" | "client|pause" | "client|unpause" | "client|tracking"
+            | "client|trackinginfo" | "client|caching" | "client|getredir" | "client|reply"
+            | "client|unblock" => "it is not supported by the proxy",
+            _ => return None,
+        },
+        _ if name.starts_with("acl|")
+            || name.starts_with("latency|")
+            || name.starts_with("slowlog|")
+            || name.starts_with("module|")
+            || name.starts_with("memory|") && name != "memory|usage" =>
+        {
+            "it is a per-node administration command; send it to the nodes directly"
+        }
+        _ => return None,
+    })
+}
+
+/// Keyless commands that any one master answers exactly as a single node would.
+fn node_independent(name: &str) -> bool {
+    name.starts_with("command")
+        || matches!(
+            name,
+            "lolwut"
+                | "eval"
+                | "evalsha"
+                | "eval_ro"
+                | "evalsha_ro"
+                | "fcall"
+                | "fcall_ro"
+                | "config|get"
+                | "function|list"
+                | "function|dump"
+                | "function|stats"
+                | "function|help"
+                | "script|help"
+                | "config|help"
+                | "object|help"
+                | "memory|usage"
+        )
+}
+
+/// Keyless commands fanned out to many nodes, and how their replies merge.
+fn fanout(name: &str) -> Option<(Fan, Merge)> {
+    Some(match name {
+        "dbsize" => (Fan::Masters, Merge::Sum),
+        "keys" => (Fan::Masters, Merge::Concat),
+        "flushdb" | "flushall" | "script|flush" | "function|flush" | "function|delete"
+        | "function|restore" => (Fan::Masters, Merge::AllOk),
+        "randomkey" => (Fan::Masters, Merge::AnyNonNil { start: 0 }),
+        "lastsave" => (Fan::Masters, Merge::Min),
+        "script|load" | "function|load" => (Fan::Masters, Merge::Same),
+        "script|exists" => (Fan::Masters, Merge::AndArrays),
+        "config|set" | "config|resetstat" | "config|rewrite" => (Fan::AllNodes, Merge::AllOk),
+        _ => return None,
+    })
+}
+
+/// Plans one request. `spec` is the command (or subcommand) from the table, if known.
+/// `masters` is the number of masters in the current slot map (for SCAN cursors).
+pub fn plan(
+    req: &Request,
+    spec: Option<&'static CommandSpec>,
+    config: &Config,
+    masters: usize,
+) -> Result<Plan, ProxyError> {
+    let Some(spec) = spec else {
+        return plan_unknown(req, config.unknown_commands);
+    };
+    if !spec.arity_ok(req.len()) {
+        return Err(ProxyError::WrongArity(spec.name));
+    }
+    if spec.is_container() && !spec.name.contains('|') {
+        return Err(ProxyError::UnknownSubcommand {
+            container: req.arg_bytes(0).unwrap_or_default(),
+            sub: req.arg_bytes(1).unwrap_or_default(),
+        });
+    }
+    if config.deny_commands.iter().any(|d| d == spec.name) {
+        return Err(ProxyError::Denied(spec.name));
+    }
+    if crate::local::is_local(spec.name) {
+        return Ok(Plan::Local(spec.name));
+    }
+    if let Some(reason) = refused(spec.name) {
+        return Err(ProxyError::Unsupported {
+            command: spec.name,
+            reason,
+        });
+    }
+    match spec.name {
+        "scan" => return plan_scan(req, masters),
+        "info" => {
+            return Ok(Plan::Fanout {
+                fan: Fan::Masters,
+                request: Some(Request::from_args(["INFO", "keyspace"])),
+                merge: Merge::Concat,
+                finish: Finish::Info,
+            })
+        }
+        _ => {}
+    }
+    if let Some((fan, mut merge)) = fanout(spec.name) {
+        if let Merge::AnyNonNil { start } = &mut merge {
+            *start = random_index(masters);
+        }
+        let finish = match spec.name {
+            "script|load" => Finish::ScriptLoad(req.arg_bytes(2).unwrap_or_default()),
+            _ => Finish::AsIs,
+        };
+        return Ok(Plan::Fanout {
+            fan,
+            request: None,
+            merge,
+            finish,
+        });
+    }
+    let slot = match key_slot(spec, req)? {
+        KeySlot::One(slot) => Some(slot),
+        KeySlot::None => None,
+        KeySlot::Many => {
+            return match routing::split::split(spec.name, req) {
+                Some(split) => Ok(Plan::Split(split)),
+                None => Err(ProxyError::CrossSlot(spec.name)),
+            };
+        }
+    };
+    let blocking = spec.flags.contains(Flags::BLOCKING);
+    match slot {
+        Some(slot) if blocking => Ok(Plan::Forward(Target::Blocking(slot))),
+        Some(slot) => Ok(Plan::Forward(Target::Slot(slot))),
+        None if node_independent(spec.name) => Ok(Plan::Forward(Target::AnyMaster)),
+        None => Err(ProxyError::Unsupported {
+            command: spec.name,
+            reason: "keyless commands of this kind are not supported yet",
+        }),
+    }
+}
+
+enum KeySlot {
+    None,
+    One(Slot),
+    Many,
+}
+
+/// The one slot all keys of `req` hash to, or that there are none or several.
+fn key_slot(spec: &'static CommandSpec, req: &Request) -> Result<KeySlot, ProxyError> {
+    let mut slot: Option<Slot> = None;
+    let mut cross = false;
+    routing::keys::for_each_key(spec, req, |i| {
+        let s = Slot::for_key(req.arg(i).unwrap_or_default());
+        match slot {
+            None => slot = Some(s),
+            Some(first) if first != s => cross = true,
+            Some(_) => {}
+        }
+    })
+    .map_err(ProxyError::Keys)?;
+    Ok(match slot {
+        None => KeySlot::None,
+        Some(_) if cross => KeySlot::Many,
+        Some(s) => KeySlot::One(s),
+    })
+}
+
+/// SCAN cursors: the low [`SCAN_MASTER_BITS`] bits name the master (by position in the slot
+/// map, masters sorted by address), the rest is that master's own cursor. Cursor 0 starts at
+/// master 0; when a master's cursor returns to 0 the next master starts; after the last, 0.
+fn plan_scan(req: &Request, masters: usize) -> Result<Plan, ProxyError> {
+    let cursor = req
+        .arg(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or(ProxyError::Other("ERR invalid cursor".to_string()))?;
+    let master = (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize;
+    let node_cursor = cursor >> SCAN_MASTER_BITS;
+    if masters == 0 {
+        return Err(ProxyError::SlotNotServed(0));
+    }
+    if master >= masters {
+        return Err(ProxyError::Other("ERR invalid cursor".to_string()));
+    }
+    let node_cursor = node_cursor.to_string();
+    let mut args: Vec<&[u8]> = req.args().collect();
+    args[1] = node_cursor.as_bytes();
+    Ok(Plan::Scan {
+        master,
+        request: Request::from_args(args),
+    })
+}
+
+/// The proxy cursor for a node's SCAN reply cursor on master `master` of `masters`.
+pub fn scan_cursor(master: usize, node_cursor: u64, masters: usize) -> u64 {
+    if node_cursor != 0 {
+        (node_cursor << SCAN_MASTER_BITS) | master as u64
+    } else if master + 1 < masters {
+        (master + 1) as u64
+    } else {
+        0
+    }
+}
+
+fn random_index(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(n);
+    (h.finish() as usize) % n.max(1)
+}
+
+fn plan_unknown(req: &Request, rule: UnknownCommands) -> Result<Plan, ProxyError> {
+    match rule {
+        UnknownCommands::Refuse => Err(ProxyError::UnknownCommand {
+            name: req.arg_bytes(0).unwrap_or_default(),
+            args: (1..req.len().min(5))
+                .filter_map(|i| req.arg_bytes(i))
+                .collect(),
+        }),
+        UnknownCommands::AnyMaster => Ok(Plan::Forward(Target::AnyMaster)),
+        UnknownCommands::FirstKey => Ok(Plan::Forward(match req.arg(1) {
+            Some(key) => Target::Slot(Slot::for_key(key)),
+            None => Target::AnyMaster,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(args: &[&str]) -> Result<Plan, ProxyError> {
+        let req = Request::from_args(args.iter().map(|a| a.as_bytes()));
+        let spec = routing::lookup(req.name(), req.arg(1));
+        plan(&req, spec, &Config::default(), 3)
+    }
+
+    #[test]
+    fn scan_cursor_walks_masters_in_order() {
+        assert_eq!(scan_cursor(0, 0, 3), 1);
+        assert_eq!(scan_cursor(1, 0, 3), 2);
+        assert_eq!(scan_cursor(2, 0, 3), 0);
+        let c = scan_cursor(1, 12345, 3);
+        assert_eq!(c & 1023, 1);
+        assert_eq!(c >> SCAN_MASTER_BITS, 12345);
+        match plan_of(&["SCAN", &c.to_string(), "MATCH", "x*"]).unwrap() {
+            Plan::Scan { master, request } => {
+                assert_eq!(master, 1);
+                assert_eq!(request.arg(1), Some(&b"12345"[..]));
+                assert_eq!(request.arg(3), Some(&b"x*"[..]));
+            }
+            p => panic!("{p:?}"),
+        }
+        assert!(plan_of(&["SCAN", "5"]).is_err());
+        assert!(plan_of(&["SCAN", "x"]).is_err());
+    }
+
+    #[test]
+    fn routing_decisions() {
+        assert!(matches!(plan_of(&["GET", "a"]), Ok(Plan::Forward(Target::Slot(_)))));
+        assert!(matches!(plan_of(&["PING"]), Ok(Plan::Local("ping"))));
+        assert!(matches!(
+            plan_of(&["BLPOP", "a", "0"]),
+            Ok(Plan::Forward(Target::Blocking(_)))
+        ));
+        assert!(matches!(plan_of(&["MGET", "a", "b"]), Ok(Plan::Split(_))));
+        assert!(matches!(
+            plan_of(&["MSETNX", "a", "1", "b", "2"]),
+            Err(ProxyError::CrossSlot("msetnx"))
+        ));
+        assert!(matches!(plan_of(&["SUNION", "{x}a", "{x}b"]), Ok(Plan::Forward(_))));
+        assert!(matches!(plan_of(&["GET"]), Err(ProxyError::WrongArity("get"))));
+        assert!(matches!(plan_of(&["DBSIZE"]), Ok(Plan::Fanout { .. })));
+        assert!(matches!(plan_of(&["CLUSTER", "INFO"]), Err(ProxyError::Unsupported { .. })));
+        assert!(matches!(plan_of(&["CONFIG", "NOPE"]), Err(ProxyError::UnknownSubcommand { .. })));
+        assert!(matches!(
+            plan_of(&["MYMODULE.CMD", "k"]),
+            Ok(Plan::Forward(Target::Slot(_)))
+        ));
+    }
+
+    #[test]
+    fn denied_commands_are_refused() {
+        let mut config = Config::default();
+        config.deny_commands = vec!["flushall".into()];
+        let req = Request::from_args(["FLUSHALL"]);
+        let spec = routing::lookup(req.name(), None);
+        assert!(matches!(
+            plan(&req, spec, &config, 3),
+            Err(ProxyError::Denied("flushall"))
+        ));
+    }
+}

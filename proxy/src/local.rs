@@ -1,0 +1,473 @@
+//! Commands the proxy answers itself, as a single Redis node would: PING, ECHO, HELLO, AUTH,
+//! SELECT, CLIENT ..., INFO, TIME, QUIT, RESET, READONLY/READWRITE.
+//!
+//! Each handler gets the client's [`ClientState`] and returns the reply [`Frame`] and whether the
+//! connection should close after it.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use protocol::{Frame, Request, Version};
+
+use crate::error::ProxyError;
+use crate::server::{ClientState, Shared};
+
+/// The Redis version the proxy reports when it has not learned the cluster's.
+pub const DEFAULT_REDIS_VERSION: &str = "7.0.15";
+
+/// What happens after a local reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Keep serving.
+    Continue,
+    /// Write the reply, then close (QUIT).
+    Close,
+}
+
+/// True if `name` (a command table name such as `client|setname`) is answered here.
+pub fn is_local(name: &str) -> bool {
+    matches!(
+        name,
+        "ping"
+            | "echo"
+            | "quit"
+            | "reset"
+            | "hello"
+            | "auth"
+            | "select"
+            | "time"
+            | "readonly"
+            | "readwrite"
+            | "client"
+            | "client|setname"
+            | "client|getname"
+            | "client|id"
+            | "client|info"
+            | "client|list"
+            | "client|setinfo"
+            | "client|no-evict"
+            | "client|no-touch"
+            | "client|help"
+    )
+}
+
+/// Commands that may run before AUTH when a password is set (as in Redis).
+pub fn allowed_before_auth(name: &str) -> bool {
+    matches!(name, "auth" | "hello" | "quit" | "reset")
+}
+
+/// Answers a local command. `name` is the command table name.
+pub fn answer(
+    name: &str,
+    req: &Request,
+    client: &mut ClientState,
+    shared: &Shared,
+) -> Result<(Frame, After), ProxyError> {
+    let ok = || Ok((simple("OK"), After::Continue));
+    match name {
+        "ping" => match req.len() {
+            1 => Ok((simple("PONG"), After::Continue)),
+            2 => Ok((bulk_arg(req, 1), After::Continue)),
+            _ => Err(ProxyError::WrongArity("ping")),
+        },
+        "echo" => Ok((bulk_arg(req, 1), After::Continue)),
+        "quit" => Ok((simple("OK"), After::Close)),
+        "reset" => {
+            client.reset();
+            Ok((simple("RESET"), After::Continue))
+        }
+        "readonly" | "readwrite" => ok(),
+        "time" => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Ok((
+                Frame::Array(vec![
+                    bulk(now.as_secs().to_string()),
+                    bulk(now.subsec_micros().to_string()),
+                ]),
+                After::Continue,
+            ))
+        }
+        "auth" => {
+            let (user, pass) = match req.len() {
+                2 => (None, req.arg(1).unwrap_or_default()),
+                3 => (req.arg(1), req.arg(2).unwrap_or_default()),
+                _ => return Err(ProxyError::Syntax),
+            };
+            authenticate(client, shared, user, pass)?;
+            ok()
+        }
+        "hello" => hello(req, client, shared),
+        "select" => {
+            let db = req.arg(1).unwrap_or_default();
+            match std::str::from_utf8(db).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(0) => ok(),
+                Some(_) => Err(ProxyError::DbOutOfRange),
+                None => Err(ProxyError::NotAnInteger),
+            }
+        }
+        "client" | "client|help" => Ok((
+            Frame::Array(
+                [
+                    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "ID", "    Return the ID of the current connection.",
+                    "INFO", "    Return information about the current client connection.",
+                    "LIST", "    Return information about client connections.",
+                    "GETNAME", "    Return the name of the current connection.",
+                    "SETNAME <name>", "    Assign the name <name> to the current connection.",
+                    "SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+                ]
+                .iter()
+                .map(|s| simple(s))
+                .collect(),
+            ),
+            After::Continue,
+        )),
+        "client|id" => Ok((Frame::Integer(client.id as i64), After::Continue)),
+        "client|getname" => Ok((
+            client.name.clone().map_or(Frame::Null, Frame::Bulk),
+            After::Continue,
+        )),
+        "client|setname" => {
+            let name = req.arg_bytes(2).unwrap_or_default();
+            set_name(client, name)?;
+            ok()
+        }
+        "client|setinfo" => {
+            let attr = req.arg(2).unwrap_or_default();
+            let value = req.arg_bytes(3).unwrap_or_default();
+            if value.iter().any(|&b| b <= b' ' || b > b'~') {
+                return Err(ProxyError::Other(format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(attr).to_ascii_uppercase()
+                )));
+            }
+            if attr.eq_ignore_ascii_case(b"lib-name") {
+                client.lib_name = Some(value);
+            } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+                client.lib_ver = Some(value);
+            } else {
+                return Err(ProxyError::Other(format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(attr)
+                )));
+            }
+            ok()
+        }
+        "client|no-evict" | "client|no-touch" => {
+            let v = req.arg(2).unwrap_or_default();
+            if v.eq_ignore_ascii_case(b"on") || v.eq_ignore_ascii_case(b"off") {
+                ok()
+            } else {
+                Err(ProxyError::Syntax)
+            }
+        }
+        "client|info" => Ok((
+            Frame::Verbatim {
+                format: *b"txt",
+                text: Bytes::from(client_line(client) + "\n"),
+            },
+            After::Continue,
+        )),
+        "client|list" => {
+            let mut text = String::new();
+            for c in shared.clients.snapshot() {
+                text.push_str(&c);
+                text.push('\n');
+            }
+            if text.is_empty() {
+                text = client_line(client) + "\n";
+            }
+            Ok((
+                Frame::Verbatim {
+                    format: *b"txt",
+                    text: Bytes::from(text),
+                },
+                After::Continue,
+            ))
+        }
+        _ => Err(ProxyError::Other(format!(
+            "ERR unknown command '{name}' in the proxy's local handler"
+        ))),
+    }
+}
+
+fn authenticate(
+    client: &mut ClientState,
+    shared: &Shared,
+    user: Option<&[u8]>,
+    pass: &[u8],
+) -> Result<(), ProxyError> {
+    let Some(expected) = shared.config.password.as_deref() else {
+        return Err(ProxyError::Other(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+                .to_string(),
+        ));
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && pass == expected.as_bytes() {
+        client.authenticated = true;
+        Ok(())
+    } else {
+        Err(ProxyError::WrongPass)
+    }
+}
+
+fn set_name(client: &mut ClientState, name: Bytes) -> Result<(), ProxyError> {
+    if name.iter().any(|&b| b <= b' ' || b > b'~') {
+        return Err(ProxyError::Other(
+            "ERR Client names cannot contain spaces, newlines or special characters.".to_string(),
+        ));
+    }
+    client.name = (!name.is_empty()).then_some(name);
+    client.publish();
+    Ok(())
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
+fn hello(
+    req: &Request,
+    client: &mut ClientState,
+    shared: &Shared,
+) -> Result<(Frame, After), ProxyError> {
+    let mut version = client.version;
+    let mut i = 1;
+    if let Some(v) = req.arg(1) {
+        version = match v {
+            b"2" => Version::Resp2,
+            b"3" => Version::Resp3,
+            _ if std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).is_none() => {
+                return Err(ProxyError::Other(
+                    "ERR Protocol version is not an integer or out of range".to_string(),
+                ))
+            }
+            _ => {
+                return Err(ProxyError::Other(
+                    "NOPROTO unsupported protocol version".to_string(),
+                ))
+            }
+        };
+        i = 2;
+    }
+    let mut name = None;
+    while let Some(opt) = req.arg(i) {
+        if opt.eq_ignore_ascii_case(b"auth") && req.len() > i + 2 {
+            let user = req.arg(i + 1).unwrap_or_default();
+            let pass = req.arg(i + 2).unwrap_or_default();
+            authenticate(client, shared, Some(user), pass)?;
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && req.len() > i + 1 {
+            name = req.arg_bytes(i + 1);
+            i += 2;
+        } else {
+            return Err(ProxyError::Other(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    if shared.config.password.is_some() && !client.authenticated {
+        return Err(ProxyError::NoAuthHello);
+    }
+    if let Some(name) = name {
+        set_name(client, name)?;
+    }
+    client.version = version;
+    let fields = vec![
+        (bulk("server"), bulk("redis")),
+        (bulk("version"), bulk(shared.redis_version())),
+        (bulk("proto"), Frame::Integer(if version == Version::Resp3 { 3 } else { 2 })),
+        (bulk("id"), Frame::Integer(client.id as i64)),
+        (bulk("mode"), bulk("standalone")),
+        (bulk("role"), bulk("master")),
+        (bulk("modules"), Frame::Array(Vec::new())),
+    ];
+    Ok((Frame::Map(fields), After::Continue))
+}
+
+/// One `CLIENT LIST` line for `client`.
+pub fn client_line(client: &ClientState) -> String {
+    let name = client
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    let lib_name = client
+        .lib_name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    let lib_ver = client
+        .lib_ver
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        client.id,
+        client.peer,
+        client.local,
+        name,
+        client.connected.elapsed().as_secs(),
+        if client.version == Version::Resp3 { 3 } else { 2 },
+        lib_name,
+        lib_ver,
+    )
+}
+
+/// The INFO reply: Redis's sections, shaped like a standalone node's, plus `# Proxy`.
+/// `keyspace` holds the masters' `INFO keyspace` texts, summed here into one `# Keyspace`.
+pub fn info(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[Frame]) -> Frame {
+    Frame::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(info_text(req, client, shared, keyspace)),
+    }
+}
+
+fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[Frame]) -> String {
+    let wanted: Vec<String> = req
+        .args()
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let uptime = shared.started.elapsed().as_secs();
+    let mut out = String::new();
+    let routes = shared.topology.routes();
+    if want("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:\r\nslotway_version:{}\r\n\r\n",
+            shared.redis_version(),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            std::process::id(),
+            shared.run_id,
+            shared.config.listen.port(),
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros(),
+            uptime,
+            uptime / 86_400,
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            env!("CARGO_PKG_VERSION"),
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:10000\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
+            shared.stats.clients_open.load(Ordering::Relaxed),
+            shared.stats.blocked.load(Ordering::Relaxed),
+        );
+    }
+    if want("replication") {
+        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\r\n");
+    }
+    if want("stats") {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:0\r\n\r\n",
+            shared.stats.clients_accepted.load(Ordering::Relaxed),
+            shared.stats.commands.load(Ordering::Relaxed),
+        );
+    }
+    if want("cluster") {
+        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        out.push_str(&sum_keyspace(keyspace));
+        out.push_str("\r\n");
+    }
+    if want("proxy") {
+        let map = routes.map();
+        let _ = write!(
+            out,
+            "# Proxy\r\nslotway_version:{}\r\nclient_id:{}\r\ncluster_masters:{}\r\ncluster_replicas:{}\r\nslots_covered:{}\r\nslot_map_age_seconds:{:.1}\r\nslot_map_refreshes:{}\r\nredirects_moved:{}\r\nredirects_ask:{}\r\nbackend_retries:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            client.id,
+            map.shards().len(),
+            map.shards().iter().map(|s| s.replicas.len()).sum::<usize>(),
+            if map.is_complete() { "all" } else { "partial" },
+            routes.age().as_secs_f64(),
+            shared.topology.refresh_count(),
+            shared.stats.moved.load(Ordering::Relaxed),
+            shared.stats.ask.load(Ordering::Relaxed),
+            shared.stats.retries.load(Ordering::Relaxed),
+        );
+        for (i, shard) in map.shards().iter().enumerate() {
+            let _ = write!(
+                out,
+                "master{}:addr={},replicas={}\r\n",
+                i,
+                shard.master,
+                shard.replicas.join("|")
+            );
+        }
+        out.push_str("\r\n");
+    }
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+/// Sums `dbN:keys=..,expires=..,avg_ttl=..` lines over the masters' INFO keyspace replies.
+fn sum_keyspace(replies: &[Frame]) -> String {
+    // db number -> (keys, expires, sum of avg_ttl * keys for a weighted mean)
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
+    for reply in replies {
+        let text = match reply {
+            Frame::Bulk(b) | Frame::Verbatim { text: b, .. } => String::from_utf8_lossy(b),
+            _ => continue,
+        };
+        for line in text.lines() {
+            let Some((db, fields)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let entry = dbs.entry(n).or_default();
+            let mut keys = 0;
+            for field in fields.trim().split(',') {
+                match field.split_once('=') {
+                    Some(("keys", v)) => {
+                        keys = v.parse().unwrap_or(0);
+                        entry.0 += keys;
+                    }
+                    Some(("expires", v)) => entry.1 += v.parse::<u64>().unwrap_or(0),
+                    Some(("avg_ttl", v)) => {
+                        entry.2 += u128::from(v.parse::<u64>().unwrap_or(0)) * u128::from(keys)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for (db, (keys, expires, ttl_weighted)) in dbs {
+        let avg_ttl = if keys > 0 { ttl_weighted / u128::from(keys) } else { 0 };
+        let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n");
+    }
+    out
+}
+
+fn simple(s: &str) -> Frame {
+    Frame::Simple(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn bulk(s: impl Into<String>) -> Frame {
+    Frame::Bulk(Bytes::from(s.into()))
+}
+
+fn bulk_arg(req: &Request, i: usize) -> Frame {
+    Frame::Bulk(req.arg_bytes(i).unwrap_or_default())
+}

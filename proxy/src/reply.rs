@@ -1,0 +1,126 @@
+//! Where a backend reply goes: [`ReplyTo`], and the per-session [`ReplyQueue`].
+//!
+//! A session owns one `ReplyQueue`. Backend tasks push `(seq, part, reply)` into it and wake
+//! the session, which puts each reply into its ordered queue of requests. The queue is a
+//! mutex-guarded `VecDeque` that starts empty, so an idle client costs no reply buffer; the
+//! lock is held for a push or a drain only.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::BackendError;
+
+/// A backend's answer to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// One complete RESP frame, raw, as the node sent it.
+    Frame(Bytes),
+    /// The request got no answer.
+    Failed(BackendError),
+    /// Not from a backend: the session's own timer saying "send it again now".
+    Retry,
+}
+
+/// A reply addressed to a session's request: its sequence number and, for a request split in
+/// parts, the part.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The request's sequence number within the session.
+    pub seq: u64,
+    /// The part of a split request (0 otherwise).
+    pub part: u32,
+    /// The reply.
+    pub reply: Reply,
+}
+
+/// Where a reply must be delivered.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// Into a session's queue.
+    Session {
+        /// The session's queue.
+        queue: Arc<ReplyQueue>,
+        /// The request's sequence number.
+        seq: u64,
+        /// The part, for split requests.
+        part: u32,
+    },
+    /// To a single waiter (topology queries, proxy-internal requests).
+    Oneshot(oneshot::Sender<Reply>),
+}
+
+/// Replies waiting for a session to pick them up.
+#[derive(Debug, Default)]
+pub struct ReplyQueue {
+    items: Mutex<VecDeque<Delivery>>,
+    waker: AtomicWaker,
+}
+
+// === impl ReplyTo ===
+
+impl ReplyTo {
+    /// Delivers `reply`. A receiver that has gone away is ignored.
+    pub fn send(self, reply: Reply) {
+        match self {
+            ReplyTo::Session { queue, seq, part } => queue.push(Delivery { seq, part, reply }),
+            ReplyTo::Oneshot(tx) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+// === impl ReplyQueue ===
+
+impl ReplyQueue {
+    /// Adds a delivery and wakes the session.
+    pub fn push(&self, d: Delivery) {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(d);
+        self.waker.wake();
+    }
+
+    /// Swaps the waiting deliveries with `spare`, which must be empty: the caller gets them
+    /// without holding the lock while it handles them (handling may push more), and the two
+    /// buffers alternate so that no allocation is needed per batch.
+    pub fn take(&self, spare: &mut VecDeque<Delivery>) {
+        debug_assert!(spare.is_empty());
+        if spare.capacity() > 256 {
+            // A burst is over: give back its memory rather than keep it for an idle client.
+            spare.shrink_to(8);
+        }
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::swap(&mut *items, spare);
+    }
+
+    /// Waits until at least one delivery is queued. Cancel safe.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            if !self.is_empty() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}

@@ -1,0 +1,257 @@
+//! The accept loop, and the state every client session shares ([`Shared`]) or owns
+//! ([`ClientState`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use protocol::Version;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::topology::Topology;
+
+/// Counters shown by INFO (and, later, /metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Client connections open now.
+    pub clients_open: AtomicU64,
+    /// Client connections accepted since start.
+    pub clients_accepted: AtomicU64,
+    /// Commands received.
+    pub commands: AtomicU64,
+    /// Clients waiting in a blocking command.
+    pub blocked: AtomicU64,
+    /// MOVED redirects followed.
+    pub moved: AtomicU64,
+    /// ASK redirects followed.
+    pub ask: AtomicU64,
+    /// Requests sent again (TRYAGAIN, CLUSTERDOWN, unreachable node).
+    pub retries: AtomicU64,
+}
+
+/// State shared by all sessions.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// Slot map and node pools.
+    pub topology: Arc<Topology>,
+    /// Counters.
+    pub stats: Stats,
+    /// Every connected client's CLIENT LIST line, by client id.
+    pub clients: ClientRegistry,
+    /// Scripts seen in SCRIPT LOAD.
+    pub scripts: ScriptCache,
+    /// When the proxy started.
+    pub started: Instant,
+    /// A random 40-hex-digit id, as INFO's `run_id`.
+    pub run_id: String,
+    next_client_id: AtomicU64,
+    redis_version: Mutex<Option<String>>,
+}
+
+/// Script bodies by SHA1, as seen in SCRIPT LOAD, so that a node that answers NOSCRIPT (one
+/// that joined or was promoted after the load) can be given the script.
+#[derive(Debug, Default)]
+pub struct ScriptCache {
+    bodies: Mutex<HashMap<Bytes, Bytes>>,
+}
+
+impl ScriptCache {
+    /// Most scripts remembered; past it the cache is cleared (scripts are reloaded on demand).
+    const MAX: usize = 10_000;
+
+    /// The body of the script with this SHA1 (40 hex digits, any case).
+    pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
+        let sha = Bytes::from(sha.to_ascii_lowercase());
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sha)
+            .cloned()
+    }
+
+    /// Remembers a script.
+    pub fn insert(&self, sha: Bytes, body: Bytes) {
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        if bodies.len() >= ScriptCache::MAX {
+            bodies.clear();
+        }
+        bodies.insert(Bytes::from(sha.to_ascii_lowercase()), body);
+    }
+}
+
+/// The CLIENT LIST view of all sessions.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    lines: Mutex<HashMap<u64, String>>,
+}
+
+/// What one client session knows about its client.
+#[derive(Debug)]
+pub struct ClientState {
+    /// CLIENT ID.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The proxy's address on this connection.
+    pub local: SocketAddr,
+    /// The negotiated protocol.
+    pub version: Version,
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Bytes>,
+    /// True once AUTH succeeded, or if no password is configured.
+    pub authenticated: bool,
+    /// When the connection was accepted.
+    pub connected: Instant,
+    shared: Arc<Shared>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Creates the shared state.
+    pub fn new(config: Config, topology: Arc<Topology>) -> Arc<Shared> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let run_id = format!("{:040x}", seed ^ (u128::from(std::process::id()) << 64));
+        Arc::new(Shared {
+            config,
+            topology,
+            stats: Stats::default(),
+            clients: ClientRegistry::default(),
+            scripts: ScriptCache::default(),
+            started: Instant::now(),
+            run_id: run_id[run_id.len() - 40..].to_string(),
+            next_client_id: AtomicU64::new(1),
+            redis_version: Mutex::new(None),
+        })
+    }
+
+    /// The Redis version the cluster runs, as last learned, or a default.
+    pub fn redis_version(&self) -> String {
+        self.redis_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| crate::local::DEFAULT_REDIS_VERSION.to_string())
+    }
+
+    /// Records the cluster's Redis version.
+    pub fn set_redis_version(&self, v: String) {
+        *self.redis_version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+}
+
+// === impl ClientRegistry ===
+
+impl ClientRegistry {
+    /// Every client's line, ordered by id.
+    pub fn snapshot(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(u64, String)> = lines.iter().map(|(k, v)| (*k, v.clone())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v.into_iter().map(|(_, l)| l).collect()
+    }
+
+    fn set(&self, id: u64, line: String) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, line);
+    }
+
+    fn remove(&self, id: u64) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+// === impl ClientState ===
+
+impl ClientState {
+    /// A new client, registered in `shared.clients`.
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, local: SocketAddr) -> ClientState {
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let client = ClientState {
+            id,
+            peer,
+            local,
+            version: Version::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            authenticated: shared.config.password.is_none(),
+            connected: Instant::now(),
+            shared,
+        };
+        client.publish();
+        client
+    }
+
+    /// Updates this client's CLIENT LIST line.
+    pub fn publish(&self) {
+        self.shared
+            .clients
+            .set(self.id, crate::local::client_line(self));
+    }
+
+    /// RESET: back to a fresh connection's state (the id stays).
+    pub fn reset(&mut self) {
+        self.version = Version::Resp2;
+        self.name = None;
+        self.authenticated = self.shared.config.password.is_none();
+        self.publish();
+    }
+}
+
+impl Drop for ClientState {
+    fn drop(&mut self) {
+        self.shared.clients.remove(self.id);
+    }
+}
+
+/// Accepts clients until `shutdown`, one session task each, tracked by `tasks`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            shared.stats.clients_accepted.fetch_add(1, Ordering::Relaxed);
+            shared.stats.clients_open.fetch_add(1, Ordering::Relaxed);
+            crate::session::run(stream, peer, shared.clone(), shutdown).await;
+            shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

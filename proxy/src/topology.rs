@@ -1,0 +1,420 @@
+//! The cluster's shape as the proxy sees it: the slot map, a connection pool per node, and the
+//! task that keeps them fresh.
+//!
+//! Readers call [`Topology::routes`] (an `ArcSwap` load: no lock) and get an immutable
+//! [`Routes`] snapshot. The refresh task is the only writer, apart from [`Topology::moved`],
+//! which patches one slot at once when a node answers `MOVED` so that the next request goes to
+//! the right node even before the refresh completes.
+//!
+//! Refreshes happen on a timer, when a redirect says the map is stale, and when a backend
+//! connection fails; at most one runs at a time, and requests for a refresh that arrive while
+//! one runs are folded into the next. After a connection failure the task polls every 100 ms
+//! until the failed node is no longer a master in the map (its replica was promoted) or it
+//! comes back, so a promoted replica is served within a fraction of a second.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use protocol::{Frame, Limits, Version};
+use routing::{Slot, SlotMap};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendConn, ConnSettings};
+use crate::config::Config;
+
+/// Fast polling after a node failure lasts at most this long.
+const FAST_POLL_WINDOW: Duration = Duration::from_secs(60);
+/// Interval of fast polling.
+const FAST_POLL: Duration = Duration::from_millis(100);
+
+/// Pooled connections to one node, one small pool per protocol version (created on first use:
+/// replies are forwarded raw, so a RESP3 client needs a RESP3 connection).
+#[derive(Debug)]
+pub struct NodePool {
+    addr: Arc<str>,
+    settings: ConnSettings,
+    size: usize,
+    by_version: [OnceLock<Box<[BackendConn]>>; 2],
+}
+
+/// An immutable snapshot: the slot map and the pool of each shard's master.
+#[derive(Debug)]
+pub struct Routes {
+    map: SlotMap,
+    /// `masters[i]` is the pool of `map.shards()[i].master`.
+    masters: Vec<Arc<NodePool>>,
+    /// Every replica's pool, shard by shard.
+    replicas: Vec<Arc<NodePool>>,
+    /// When this map was fetched from the cluster.
+    fetched_at: Instant,
+}
+
+/// Shared topology state. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Topology {
+    routes: ArcSwap<Routes>,
+    pools: Mutex<HashMap<Arc<str>, Arc<NodePool>>>,
+    seeds: Vec<String>,
+    base: ConnSettings,
+    pool_size: usize,
+    refresh_interval: Duration,
+    wake: Notify,
+    failures_tx: mpsc::UnboundedSender<Arc<str>>,
+    failures_rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+// === impl NodePool ===
+
+impl NodePool {
+    fn new(addr: Arc<str>, base: &ConnSettings, size: usize) -> NodePool {
+        let settings = ConnSettings {
+            addr: addr.clone(),
+            ..base.clone()
+        };
+        NodePool {
+            addr,
+            settings,
+            size,
+            by_version: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// `host:port` of the node.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
+    /// The pooled connection for a client: always the same one for the same `client_id`, so
+    /// that one client's requests to one node stay in order.
+    pub fn conn(&self, version: Version, client_id: u64) -> &BackendConn {
+        let i = match version {
+            Version::Resp2 => 0,
+            Version::Resp3 => 1,
+        };
+        let conns = self.by_version[i].get_or_init(|| {
+            (0..self.size)
+                .map(|_| {
+                    BackendConn::spawn(ConnSettings {
+                        version,
+                        ..self.settings.clone()
+                    })
+                })
+                .collect()
+        });
+        &conns[(client_id % conns.len() as u64) as usize]
+    }
+
+    /// A connection of this node's own, not shared with anyone (for blocking commands).
+    pub fn dedicated(&self, version: Version) -> BackendConn {
+        BackendConn::spawn(ConnSettings {
+            version,
+            read_timeout: None,
+            dedicated: true,
+            ..self.settings.clone()
+        })
+    }
+}
+
+// === impl Routes ===
+
+impl Routes {
+    fn empty() -> Routes {
+        Routes {
+            map: SlotMap::empty(),
+            masters: Vec::new(),
+            replicas: Vec::new(),
+            fetched_at: Instant::now(),
+        }
+    }
+
+    /// The slot map.
+    pub fn map(&self) -> &SlotMap {
+        &self.map
+    }
+
+    /// The pool of the master that owns `slot`.
+    pub fn master_for(&self, slot: Slot) -> Option<&Arc<NodePool>> {
+        self.masters.get(self.map.shard_for(slot)?)
+    }
+
+    /// Every master's pool, in shard order.
+    pub fn masters(&self) -> &[Arc<NodePool>] {
+        &self.masters
+    }
+
+    /// Number of nodes, masters and replicas.
+    pub fn node_count(&self) -> usize {
+        self.masters.len() + self.replicas.len()
+    }
+
+    /// Node `i`: the masters first, then the replicas.
+    pub fn node(&self, i: usize) -> Option<&Arc<NodePool>> {
+        self.masters
+            .get(i)
+            .or_else(|| self.replicas.get(i.checked_sub(self.masters.len())?))
+    }
+
+    /// Some master, chosen by `hint` so that keyless traffic spreads over the masters.
+    pub fn any_master(&self, hint: u64) -> Option<&Arc<NodePool>> {
+        if self.masters.is_empty() {
+            return None;
+        }
+        self.masters.get((hint % self.masters.len() as u64) as usize)
+    }
+
+    /// How long ago this map was fetched.
+    pub fn age(&self) -> Duration {
+        self.fetched_at.elapsed()
+    }
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// Creates the topology with an empty map. Call [`Topology::run`] to fill and refresh it.
+    pub fn new(config: &Config) -> Arc<Topology> {
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        let auth = config
+            .backend_password
+            .clone()
+            .map(|p| (config.backend_username.clone(), p));
+        let base = ConnSettings {
+            addr: Arc::from(""),
+            version: Version::Resp2,
+            connect_timeout: config.connect_timeout(),
+            read_timeout: config.read_timeout(),
+            auth,
+            on_failure: Some(failures_tx.clone()),
+            dedicated: false,
+        };
+        Arc::new(Topology {
+            routes: ArcSwap::from_pointee(Routes::empty()),
+            pools: Mutex::new(HashMap::new()),
+            seeds: config.seeds.clone(),
+            base,
+            pool_size: config.backend_connections,
+            refresh_interval: config.refresh_interval(),
+            wake: Notify::new(),
+            failures_tx,
+            failures_rx: Mutex::new(Some(failures_rx)),
+            refreshes: Default::default(),
+        })
+    }
+
+    /// The current snapshot. Lock-free.
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.routes.load()
+    }
+
+    /// Number of slot map refreshes that succeeded so far.
+    pub fn refresh_count(&self) -> u64 {
+        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks for a refresh soon. Never blocks; requests coalesce.
+    pub fn request_refresh(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reports that a node failed (connection refused or lost).
+    pub fn report_failure(&self, addr: Arc<str>) {
+        let _ = self.failures_tx.send(addr);
+    }
+
+    /// Applies a `MOVED`: from now on `slot` goes to `addr`, and a full refresh is requested.
+    pub fn moved(&self, slot: Slot, addr: &str) {
+        let current = self.routes.load();
+        let already = current
+            .master_for(slot)
+            .is_some_and(|p| &*p.addr == addr);
+        if !already {
+            let map = current.map.with_moved(slot, addr);
+            let routes = self.build(map, current.fetched_at);
+            self.routes.store(Arc::new(routes));
+        }
+        self.request_refresh();
+    }
+
+    /// The pool for `addr`, created if new (for `ASK` targets and new masters).
+    pub fn pool(&self, addr: &str) -> Arc<NodePool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pools.get(addr) {
+            return p.clone();
+        }
+        let addr: Arc<str> = Arc::from(addr);
+        let pool = Arc::new(NodePool::new(addr.clone(), &self.base, self.pool_size));
+        pools.insert(addr, pool.clone());
+        pool
+    }
+
+    fn build(&self, map: SlotMap, fetched_at: Instant) -> Routes {
+        let masters = map.shards().iter().map(|s| self.pool(&s.master)).collect();
+        let replicas = map
+            .shards()
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .map(|r| self.pool(r))
+            .collect();
+        Routes {
+            map,
+            masters,
+            replicas,
+            fetched_at,
+        }
+    }
+
+    /// Fetches the slot map once, trying every known node. Returns true on success.
+    pub async fn refresh(&self) -> bool {
+        let current = self.routes.load_full();
+        let mut candidates: Vec<String> = Vec::new();
+        for shard in current.map.shards() {
+            candidates.push(shard.master.clone());
+        }
+        for shard in current.map.shards() {
+            candidates.extend(shard.replicas.iter().cloned());
+        }
+        candidates.extend(self.seeds.iter().cloned());
+        let mut seen = HashSet::new();
+        candidates.retain(|c| seen.insert(c.clone()));
+        for addr in candidates {
+            match fetch_slot_map(&addr, &self.base).await {
+                Ok(map) => {
+                    self.refreshes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if map != current.map || current.masters.is_empty() {
+                        tracing::info!(
+                            from = %addr,
+                            masters = map.shards().len(),
+                            complete = map.is_complete(),
+                            "slot map updated"
+                        );
+                        self.routes.store(Arc::new(self.build(map, Instant::now())));
+                    } else {
+                        let routes = Routes {
+                            map,
+                            masters: current.masters.clone(),
+                            replicas: current.replicas.clone(),
+                            fetched_at: Instant::now(),
+                        };
+                        self.routes.store(Arc::new(routes));
+                    }
+                    return true;
+                }
+                Err(why) => tracing::debug!(node = %addr, %why, "slot map fetch failed"),
+            }
+        }
+        tracing::warn!("no cluster node answered the slot map query");
+        false
+    }
+
+    /// Keeps the map fresh until `shutdown`: on a timer, on request, and at 100 ms intervals
+    /// while a failed node is still a master in the map.
+    pub async fn run(self: Arc<Topology>, shutdown: CancellationToken) {
+        let Some(mut failures) = self
+            .failures_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut failed: HashMap<Arc<str>, Instant> = HashMap::new();
+        let mut last = Instant::now();
+        loop {
+            let fast = !failed.is_empty();
+            let wait = if fast {
+                FAST_POLL
+            } else if self.routes.load().masters.is_empty() {
+                Duration::from_millis(200)
+            } else {
+                self.refresh_interval
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+                Some(addr) = failures.recv() => {
+                    failed.entry(addr).or_insert_with(Instant::now);
+                }
+            }
+            while let Ok(addr) = failures.try_recv() {
+                failed.entry(addr).or_insert_with(Instant::now);
+            }
+            // Debounce: a storm of MOVED or failures costs one refresh per 50 ms at most.
+            let since = last.elapsed();
+            if since < Duration::from_millis(50) {
+                tokio::time::sleep(Duration::from_millis(50) - since).await;
+            }
+            last = Instant::now();
+            self.refresh().await;
+            let routes = self.routes.load();
+            failed.retain(|addr, since| {
+                let still_master = routes.masters.iter().any(|p| p.addr == *addr);
+                still_master && since.elapsed() < FAST_POLL_WINDOW
+            });
+        }
+    }
+}
+
+/// Asks one node for the slot map on a short-lived connection: `CLUSTER SHARDS`, or
+/// `CLUSTER SLOTS` where SHARDS is unknown (before Redis 7).
+async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, String> {
+    let io = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut expect = 0;
+        if let Some((user, pass)) = &base.auth {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = user {
+                args.push(user.as_bytes());
+            }
+            args.push(pass.as_bytes());
+            out.extend_from_slice(protocol::Request::from_args(args).raw());
+            expect += 1;
+        }
+        out.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n");
+        out.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut frames = Vec::new();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let limits = Limits {
+            max_depth: 16,
+            ..Limits::default()
+        };
+        while frames.len() < expect + 2 {
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed".to_string());
+            }
+            while let Some(f) = protocol::decode(&mut buf, &limits).map_err(|e| e.to_string())? {
+                frames.push(f);
+            }
+        }
+        Ok::<_, String>(frames)
+    };
+    let frames = tokio::time::timeout(base.connect_timeout * 2, io)
+        .await
+        .map_err(|_| "timeout".to_string())??;
+    let mut frames = frames.into_iter().skip_while(|_| false);
+    if base.auth.is_some() {
+        if let Some(Frame::Error(e)) = frames.next() {
+            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(&e)));
+        }
+    }
+    let shards = frames.next().ok_or("no reply")?;
+    let slots = frames.next().ok_or("no reply")?;
+    match shards {
+        Frame::Error(_) => match slots {
+            Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+            f => SlotMap::from_cluster_slots(&f, addr).map_err(|e| e.to_string()),
+        },
+        f => SlotMap::from_cluster_shards(&f, addr).map_err(|e| e.to_string()),
+    }
+}
