@@ -1,22 +1,27 @@
 //! Pure routing logic for Slotway: which cluster node serves a request.
 //!
-//! No I/O, no async, no allocation on the lookup path.
+//! No I/O, no async, no allocation on the lookup path. This crate does not talk to Redis:
+//! the proxy fetches `CLUSTER SHARDS` / `CLUSTER SLOTS` and hands the reply to [`SlotMap`],
+//! and hands `MOVED` / `ASK` error texts to [`Redirect::parse`].
 //!
 //! - [`Slot`]: CRC16 (XMODEM) hash slots with the cluster spec's hash-tag rule.
 //! - [`command`]: the table of every Redis 7 command: arity, flags, key specs, routing tips.
-//! - [`keys`]: which arguments of a request are keys.
+//! - [`keys`]: which arguments of a request are keys (and which are shard channels).
 //! - [`SlotMap`]: slot → shard (master and replicas), built from `CLUSTER SHARDS` or `CLUSTER SLOTS`.
 //! - [`Redirect`]: a parsed `MOVED` / `ASK` error.
+//! - [`split`]: multi-key commands split by slot, and the [`split::Merge`] of their replies.
 //!
 //! ```text
-//! Request ─▶ command::lookup ─▶ CommandSpec ─▶ keys::keys ─▶ Slot::for_key ─▶ SlotMap::shard_for
+//! Request ─▶ command::lookup ─▶ CommandSpec ─▶ keys::for_each_key ─▶ Slot::for_key ─▶ SlotMap::shard_for
 //! ```
 
 pub mod command;
+mod command_table;
 pub mod keys;
 mod redirect;
 mod slot;
 mod slot_map;
+pub mod split;
 
 pub use command::{lookup, CommandSpec, Flags};
 pub use redirect::Redirect;

@@ -1,0 +1,377 @@
+//! Splitting a multi-key command by hash slot ([`split`]), and merging the parts' replies back
+//! into the one reply a single node would give ([`Merge`]).
+//!
+//! Keys are grouped by slot, not by node: a node answers `CROSSSLOT` to a command whose keys
+//! sit in two of its slots. Parts are ordered by slot; [`Merge::Mget`] remembers where each key
+//! came from so values come back in the caller's order.
+
+use bytes::Bytes;
+use protocol::{Frame, Request};
+
+use crate::Slot;
+
+/// How the replies of a split or fanned-out command become one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: `positions[p][j]` is the index, in the caller's key list, of the `j`th key of part
+    /// `p`; `total` is the number of keys.
+    Mget {
+        /// Where each part's keys go.
+        positions: Vec<Vec<u32>>,
+        /// How many keys the caller asked for.
+        total: usize,
+    },
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the sum of the integer replies.
+    Sum,
+    /// MSET, FLUSHALL, SCRIPT FLUSH, CONFIG SET: `+OK` once every part said OK.
+    AllOk,
+    /// KEYS: the arrays concatenated in part order.
+    Concat,
+    /// SCRIPT LOAD, FUNCTION LOAD: every part gives the same answer; that answer.
+    Same,
+    /// SCRIPT EXISTS: element-wise logical AND of integer arrays.
+    AndArrays,
+    /// LASTSAVE, WAIT: the smallest integer.
+    Min,
+    /// RANDOMKEY: the non-nil reply of part `start` or the next part after it that has one
+    /// (wrapping); nil if every part is nil.
+    AnyNonNil {
+        /// Where to start looking (chosen at random by the caller).
+        start: usize,
+    },
+}
+
+/// A command split into per-slot parts.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Each part: the slot all its keys hash to, and the request to send there.
+    pub parts: Vec<(Slot, Request)>,
+    /// How to put the replies together.
+    pub merge: Merge,
+}
+
+/// Splits MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by slot. `name` is the command table name.
+///
+/// Returns `None` for other commands and when every key shares one slot (send the request as
+/// it is). The caller has checked the arity; an MSET with an odd number of arguments after the
+/// name is not split (the node answers it with Redis's error).
+pub fn split(name: &str, req: &Request) -> Option<Split> {
+    let (step, merge_kind) = match name {
+        "mget" => (1, MergeKind::Mget),
+        "mset" => (2, MergeKind::AllOk),
+        "del" | "unlink" | "exists" | "touch" => (1, MergeKind::Sum),
+        _ => return None,
+    };
+    let nargs = req.len().checked_sub(1)?;
+    if nargs == 0 || nargs % step != 0 {
+        return None;
+    }
+    // (slot, key number) for each key, key number counted in the caller's order.
+    let mut keys: Vec<(Slot, u32)> = (0..nargs / step)
+        .map(|k| {
+            let key = req.arg(1 + k * step).unwrap_or_default();
+            (Slot::for_key(key), k as u32)
+        })
+        .collect();
+    if keys.iter().all(|(s, _)| *s == keys[0].0) {
+        return None;
+    }
+    // Stable: keys of one slot keep the caller's order within their part.
+    keys.sort_by_key(|(slot, _)| *slot);
+    let command = req.arg(0).unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut positions: Vec<Vec<u32>> = Vec::new();
+    for group in keys.chunk_by(|a, b| a.0 == b.0) {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + group.len() * step);
+        args.push(command);
+        for &(_, k) in group {
+            for j in 0..step {
+                args.push(req.arg(1 + k as usize * step + j).unwrap_or_default());
+            }
+        }
+        parts.push((group[0].0, Request::from_args(args)));
+        positions.push(group.iter().map(|&(_, k)| k).collect());
+    }
+    let merge = match merge_kind {
+        MergeKind::Mget => Merge::Mget {
+            positions,
+            total: nargs,
+        },
+        MergeKind::AllOk => Merge::AllOk,
+        MergeKind::Sum => Merge::Sum,
+    };
+    Some(Split { parts, merge })
+}
+
+enum MergeKind {
+    Mget,
+    AllOk,
+    Sum,
+}
+
+// === impl Merge ===
+
+impl Merge {
+    /// Merges the parts' replies, given in part order. An error reply from any part is the
+    /// result (the first one, in part order). A reply of an unexpected shape becomes an error
+    /// that says so, never a guess.
+    pub fn merge(&self, replies: Vec<Frame>) -> Frame {
+        if let Some(err) = replies.iter().find(|f| matches!(f, Frame::Error(_))) {
+            return err.clone();
+        }
+        match self {
+            Merge::Mget { positions, total } => {
+                let mut out = vec![Frame::Null; *total];
+                for (part, reply) in positions.iter().zip(replies) {
+                    let Some(values) = into_array(reply) else {
+                        return unexpected("MGET");
+                    };
+                    if values.len() != part.len() {
+                        return unexpected("MGET");
+                    }
+                    for (&k, v) in part.iter().zip(values) {
+                        if let Some(slot) = out.get_mut(k as usize) {
+                            *slot = v;
+                        }
+                    }
+                }
+                Frame::Array(out)
+            }
+            Merge::Sum => {
+                let mut sum: i64 = 0;
+                for r in replies {
+                    match r {
+                        Frame::Integer(n) => sum = sum.saturating_add(n),
+                        _ => return unexpected("an integer"),
+                    }
+                }
+                Frame::Integer(sum)
+            }
+            Merge::AllOk => {
+                if replies.iter().all(is_ok) {
+                    Frame::Simple(Bytes::from_static(b"OK"))
+                } else {
+                    unexpected("OK")
+                }
+            }
+            Merge::Concat => {
+                let mut out = Vec::new();
+                for r in replies {
+                    match into_array(r) {
+                        Some(items) => out.extend(items),
+                        None => return unexpected("an array"),
+                    }
+                }
+                Frame::Array(out)
+            }
+            Merge::Same => {
+                let mut it = replies.into_iter();
+                let Some(first) = it.next() else {
+                    return unexpected("a reply");
+                };
+                if it.all(|r| r == first) {
+                    first
+                } else {
+                    Frame::Error(Bytes::from_static(
+                        b"ERR Slotway: the cluster's masters gave different answers",
+                    ))
+                }
+            }
+            Merge::AndArrays => {
+                let mut out: Option<Vec<i64>> = None;
+                for r in replies {
+                    let Some(items) = into_array(r) else {
+                        return unexpected("an array");
+                    };
+                    let ints: Option<Vec<i64>> = items
+                        .into_iter()
+                        .map(|f| match f {
+                            Frame::Integer(n) => Some(n),
+                            _ => None,
+                        })
+                        .collect();
+                    let Some(ints) = ints else {
+                        return unexpected("integers");
+                    };
+                    out = Some(match out {
+                        None => ints,
+                        Some(acc) if acc.len() == ints.len() => acc
+                            .iter()
+                            .zip(&ints)
+                            .map(|(a, b)| i64::from(*a != 0 && *b != 0))
+                            .collect(),
+                        Some(_) => return unexpected("arrays of one length"),
+                    });
+                }
+                Frame::Array(
+                    out.unwrap_or_default()
+                        .into_iter()
+                        .map(Frame::Integer)
+                        .collect(),
+                )
+            }
+            Merge::Min => {
+                let mut min: Option<i64> = None;
+                for r in replies {
+                    match r {
+                        Frame::Integer(n) => min = Some(min.map_or(n, |m| m.min(n))),
+                        _ => return unexpected("an integer"),
+                    }
+                }
+                min.map_or_else(|| unexpected("an integer"), Frame::Integer)
+            }
+            Merge::AnyNonNil { start } => {
+                let n = replies.len();
+                if n == 0 {
+                    return Frame::Null;
+                }
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .find_map(|i| replies.get(i).filter(|f| !is_nil(f)).cloned())
+                    .unwrap_or(Frame::Null)
+            }
+        }
+    }
+}
+
+fn into_array(f: Frame) -> Option<Vec<Frame>> {
+    match f {
+        Frame::Array(items) | Frame::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn is_ok(f: &Frame) -> bool {
+    matches!(f, Frame::Simple(s) if s.as_ref() == b"OK")
+}
+
+fn is_nil(f: &Frame) -> bool {
+    matches!(f, Frame::Null | Frame::NullArray)
+}
+
+fn unexpected(what: &str) -> Frame {
+    Frame::Error(Bytes::from(format!(
+        "ERR Slotway: a cluster node did not answer with {what} as expected"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str]) -> Request {
+        Request::from_args(args.iter().map(|a| a.as_bytes()))
+    }
+
+    fn args(r: &Request) -> Vec<String> {
+        r.args()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn same_slot_is_not_split() {
+        assert!(split("mget", &req(&["MGET", "{a}1", "{a}2"])).is_none());
+        assert!(split("get", &req(&["GET", "a"])).is_none());
+    }
+
+    #[test]
+    fn mset_groups_pairs_by_slot_in_caller_order() {
+        // The redis-rs example: foo and {foo}foo3 share a slot, foo2 does not.
+        let s = split(
+            "mset",
+            &req(&["MSET", "foo", "bar", "foo2", "bar2", "{foo}foo3", "bar3"]),
+        )
+        .unwrap();
+        assert_eq!(s.merge, Merge::AllOk);
+        assert_eq!(s.parts.len(), 2);
+        let mut all: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![
+                vec!["MSET", "foo", "bar", "{foo}foo3", "bar3"],
+                vec!["MSET", "foo2", "bar2"],
+            ]
+        );
+        for (slot, r) in &s.parts {
+            assert_eq!(*slot, Slot::for_key(r.arg(1).unwrap()));
+        }
+    }
+
+    #[test]
+    fn mget_merges_in_caller_order_with_duplicates_and_nils() {
+        let r = req(&["MGET", "a", "b", "a", "c"]);
+        let s = split("mget", &r).unwrap();
+        // Answer each part with the key names themselves, "c" missing.
+        let replies = s
+            .parts
+            .iter()
+            .map(|(_, p)| {
+                Frame::Array(
+                    p.args()
+                        .skip(1)
+                        .map(|k| {
+                            if k == b"c" {
+                                Frame::Null
+                            } else {
+                                Frame::Bulk(Bytes::copy_from_slice(k))
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        let merged = s.merge.merge(replies);
+        let b = |s: &'static str| Frame::Bulk(Bytes::from_static(s.as_bytes()));
+        assert_eq!(
+            merged,
+            Frame::Array(vec![b("a"), b("b"), b("a"), Frame::Null])
+        );
+    }
+
+    #[test]
+    fn sum_and_errors() {
+        let s = split("del", &req(&["DEL", "a", "b", "c"])).unwrap();
+        assert_eq!(s.merge, Merge::Sum);
+        assert_eq!(
+            Merge::Sum.merge(vec![Frame::Integer(1), Frame::Integer(2)]),
+            Frame::Integer(3)
+        );
+        let err = Frame::Error(Bytes::from_static(b"WRONGTYPE x"));
+        assert_eq!(Merge::Sum.merge(vec![Frame::Integer(1), err.clone()]), err);
+        assert!(matches!(
+            Merge::Sum.merge(vec![Frame::Null]),
+            Frame::Error(_)
+        ));
+    }
+
+    #[test]
+    fn other_merges() {
+        let ok = || Frame::Simple(Bytes::from_static(b"OK"));
+        assert_eq!(Merge::AllOk.merge(vec![ok(), ok()]), ok());
+        assert_eq!(
+            Merge::AndArrays.merge(vec![
+                Frame::Array(vec![Frame::Integer(1), Frame::Integer(1)]),
+                Frame::Array(vec![Frame::Integer(1), Frame::Integer(0)]),
+            ]),
+            Frame::Array(vec![Frame::Integer(1), Frame::Integer(0)])
+        );
+        assert_eq!(
+            Merge::Min.merge(vec![Frame::Integer(5), Frame::Integer(3)]),
+            Frame::Integer(3)
+        );
+        let k = Frame::Bulk(Bytes::from_static(b"k"));
+        assert_eq!(
+            Merge::AnyNonNil { start: 1 }.merge(vec![k.clone(), Frame::Null]),
+            k
+        );
+        assert_eq!(
+            Merge::Concat.merge(vec![
+                Frame::Array(vec![k.clone()]),
+                Frame::Array(vec![k.clone()])
+            ]),
+            Frame::Array(vec![k.clone(), k])
+        );
+    }
+}
