@@ -266,12 +266,12 @@ async fn serve(
                         last_read = Instant::now();
                     }
                     enqueue(job, &mut wbuf, &mut inflight, &mut queued);
-                    // Coalesce whatever else is ready into the same write.
-                    while wbuf.len() < WRITE_HIGH_WATER {
-                        match rx.try_recv() {
-                            Ok(job) => enqueue(job, &mut wbuf, &mut inflight, &mut queued),
-                            Err(_) => break,
-                        }
+                    drain(rx, &mut wbuf, &mut inflight, &mut queued);
+                    if !settings.dedicated {
+                        // Let the other client sessions that are ready run first, so that
+                        // their requests join this write: one syscall for many clients.
+                        tokio::task::yield_now().await;
+                        drain(rx, &mut wbuf, &mut inflight, &mut queued);
                     }
                 }
                 None => rx_open = false,
@@ -296,6 +296,21 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Appends every job already waiting in the channel (up to the high-water mark).
+fn drain(
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    wbuf: &mut BytesMut,
+    inflight: &mut VecDeque<InFlight>,
+    queued: &mut u64,
+) {
+    while wbuf.len() < WRITE_HIGH_WATER {
+        match rx.try_recv() {
+            Ok(job) => enqueue(job, wbuf, inflight, queued),
+            Err(_) => break,
+        }
     }
 }
 

@@ -149,6 +149,10 @@ impl Session {
         let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::new();
         let max_pipeline = self.shared.config.max_pipeline;
+        // Created once: polling a fresh `cancelled()` future every turn would take the
+        // token's lock, which every session shares.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
                 let _ = wr.shutdown().await;
@@ -178,7 +182,7 @@ impl Session {
                 r = wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
                     r?;
                 }
-                () = shutdown.cancelled(), if !self.closing => self.closing = true,
+                () = &mut cancelled, if !self.closing => self.closing = true,
             }
             self.flush_ready();
             if self.queue.is_empty() && self.wbuf.is_empty() && rbuf.is_empty() {
