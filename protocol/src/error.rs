@@ -50,4 +50,37 @@ pub enum ProtocolError {
         /// The configured bound.
         limit: usize,
     },
+    /// A request whose encoded size would not fit the 32-bit argument offsets of
+    /// [`crate::Request`] (4 GiB). Only reachable with limits far above Redis's defaults.
+    #[error("too big request")]
+    RequestTooLarge {
+        /// The largest encoded request size, in bytes.
+        limit: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProtocolError::*;
+
+    #[test]
+    fn display_is_redis_wording() {
+        let cases = [
+            (BadPrefix(b'x'), "invalid type prefix 'x'"),
+            (ExpectedBulk(b'x'), "expected '$', got 'x'"),
+            (BadMultibulkLength, "invalid multibulk length"),
+            (BadBulkLength, "invalid bulk length"),
+            (BadValue("integer"), "invalid integer value"),
+            (MissingCrlf, "missing CRLF"),
+            (InlineTooBig, "too big inline request"),
+            (UnbalancedQuotes, "unbalanced quotes in request"),
+            (BulkTooLarge { limit: 1 }, "invalid bulk length"),
+            (ArrayTooLarge { limit: 1 }, "invalid multibulk length"),
+            (TooDeep { limit: 1 }, "nesting too deep"),
+            (RequestTooLarge { limit: 1 }, "too big request"),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text, "{err:?}");
+        }
+    }
 }

@@ -19,7 +19,8 @@ pub enum Version {
 pub enum Frame {
     /// `+OK\r\n`
     Simple(Bytes),
-    /// `-ERR message\r\n`: the text after `-`, including the error code.
+    /// `-ERR message\r\n`: the text after `-`, including the error code. A RESP3 blob error
+    /// (`!21\r\nSYNTAX invalid syntax\r\n`) decodes to this too.
     Error(Bytes),
     /// `:42\r\n`
     Integer(i64),
