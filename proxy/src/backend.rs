@@ -181,7 +181,9 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<TcpStream> {
     if expected > 0 {
         tokio::time::timeout(timeout, handshake(&mut stream, &hello, expected))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout")
+            })??;
     }
     Ok(stream)
 }
@@ -369,7 +371,9 @@ fn deliver(
             continue;
         }
         match inflight.pop_front() {
-            Some(InFlight { reply: Some(to), .. }) => to.send(Reply::Frame(frame)),
+            Some(InFlight {
+                reply: Some(to), ..
+            }) => to.send(Reply::Frame(frame)),
             Some(InFlight { reply: None, .. }) => {}
             None => return Err("reply with no request in flight".to_string()),
         }

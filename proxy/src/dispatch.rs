@@ -85,12 +85,10 @@ pub enum Plan {
 /// Commands refused outright, with the reason given to the client.
 fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            "transactions are not supported yet"
-        }
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => "transactions are not supported yet",
         "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
         | "sunsubscribe" | "publish" | "spublish" | "pubsub" => "pub/sub is not supported yet",
-        "wait" | "waitaof" => "waiting for replication through shared connections is not supported yet",
+        "waitaof" => "waiting for the AOF through shared connections is not supported yet",
         "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
         "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"
         | "save" | "bgsave" | "bgrewriteaof" | "acl" | "latency" | "slowlog" => {
@@ -101,8 +99,14 @@ fn refused(name: &str) -> Option<&'static str> {
         "client" => return None,
         _ if name.starts_with("cluster|") => "the proxy presents a single node, not a cluster",
         _ if name.starts_with("client|") => match name {
-            "client|kill" | "client|pause" | "client|unpause" | "client|tracking"
-            | "client|trackinginfo" | "client|caching" | "client|getredir" | "client|reply"
+            "client|kill"
+            | "client|pause"
+            | "client|unpause"
+            | "client|tracking"
+            | "client|trackinginfo"
+            | "client|caching"
+            | "client|getredir"
+            | "client|reply"
             | "client|unblock" => "it is not supported by the proxy",
             _ => return None,
         },
@@ -150,7 +154,7 @@ fn fanout(name: &str) -> Option<(Fan, Merge)> {
         "flushdb" | "flushall" | "script|flush" | "function|flush" | "function|delete"
         | "function|restore" => (Fan::Masters, Merge::AllOk),
         "randomkey" => (Fan::Masters, Merge::AnyNonNil { start: 0 }),
-        "lastsave" => (Fan::Masters, Merge::Min),
+        "lastsave" | "wait" => (Fan::Masters, Merge::Min),
         "script|load" | "function|load" => (Fan::Masters, Merge::Same),
         "script|exists" => (Fan::Masters, Merge::AndArrays),
         "config|set" | "config|resetstat" | "config|rewrite" => (Fan::AllNodes, Merge::AllOk),
@@ -201,6 +205,9 @@ pub fn plan(
             })
         }
         _ => {}
+    }
+    if spec.name == "wait" {
+        check_wait_timeout(req)?;
     }
     if let Some((fan, mut merge)) = fanout(spec.name) {
         if let Merge::AnyNonNil { start } = &mut merge {
@@ -263,6 +270,32 @@ fn key_slot(spec: &'static CommandSpec, req: &Request) -> Result<KeySlot, ProxyE
         Some(_) if cross => KeySlot::Many,
         Some(s) => KeySlot::One(s),
     })
+}
+
+/// Longest WAIT the proxy accepts, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 5_000;
+
+/// WAIT runs on the client's pooled connection to each master (that connection carries the
+/// client's writes, so the node waits for them), which holds that connection for the other
+/// clients sharing it. So the timeout must be given and short.
+fn check_wait_timeout(req: &Request) -> Result<(), ProxyError> {
+    let timeout = req
+        .arg(2)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or(ProxyError::Other(
+            "ERR timeout is not an integer or out of range".to_string(),
+        ))?;
+    if timeout < 0 {
+        return Err(ProxyError::Other("ERR timeout is negative".to_string()));
+    }
+    if timeout == 0 || timeout as u64 > MAX_WAIT_MS {
+        return Err(ProxyError::Unsupported {
+            command: "wait",
+            reason: "through the proxy WAIT needs a timeout between 1 and 5000 ms (it holds a connection shared with other clients)",
+        });
+    }
+    Ok(())
 }
 
 /// SCAN cursors: the low [`SCAN_MASTER_BITS`] bits name the master (by position in the slot
@@ -357,7 +390,10 @@ mod tests {
 
     #[test]
     fn routing_decisions() {
-        assert!(matches!(plan_of(&["GET", "a"]), Ok(Plan::Forward(Target::Slot(_)))));
+        assert!(matches!(
+            plan_of(&["GET", "a"]),
+            Ok(Plan::Forward(Target::Slot(_)))
+        ));
         assert!(matches!(plan_of(&["PING"]), Ok(Plan::Local("ping"))));
         assert!(matches!(
             plan_of(&["BLPOP", "a", "0"]),
@@ -368,11 +404,23 @@ mod tests {
             plan_of(&["MSETNX", "a", "1", "b", "2"]),
             Err(ProxyError::CrossSlot("msetnx"))
         ));
-        assert!(matches!(plan_of(&["SUNION", "{x}a", "{x}b"]), Ok(Plan::Forward(_))));
-        assert!(matches!(plan_of(&["GET"]), Err(ProxyError::WrongArity("get"))));
+        assert!(matches!(
+            plan_of(&["SUNION", "{x}a", "{x}b"]),
+            Ok(Plan::Forward(_))
+        ));
+        assert!(matches!(
+            plan_of(&["GET"]),
+            Err(ProxyError::WrongArity("get"))
+        ));
         assert!(matches!(plan_of(&["DBSIZE"]), Ok(Plan::Fanout { .. })));
-        assert!(matches!(plan_of(&["CLUSTER", "INFO"]), Err(ProxyError::Unsupported { .. })));
-        assert!(matches!(plan_of(&["CONFIG", "NOPE"]), Err(ProxyError::UnknownSubcommand { .. })));
+        assert!(matches!(
+            plan_of(&["CLUSTER", "INFO"]),
+            Err(ProxyError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            plan_of(&["CONFIG", "NOPE"]),
+            Err(ProxyError::UnknownSubcommand { .. })
+        ));
         assert!(matches!(
             plan_of(&["MYMODULE.CMD", "k"]),
             Ok(Plan::Forward(Target::Slot(_)))
@@ -381,8 +429,10 @@ mod tests {
 
     #[test]
     fn denied_commands_are_refused() {
-        let mut config = Config::default();
-        config.deny_commands = vec!["flushall".into()];
+        let config = Config {
+            deny_commands: vec!["flushall".into()],
+            ..Config::default()
+        };
         let req = Request::from_args(["FLUSHALL"]);
         let spec = routing::lookup(req.name(), None);
         assert!(matches!(

@@ -63,7 +63,10 @@ pub async fn run(
     let tasks = TaskTracker::new();
     server::accept_loop(listener, shared, shutdown, tasks.clone()).await;
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout: closing remaining client connections");
     }
     Ok(())
@@ -76,16 +79,15 @@ async fn learn_redis_version(shared: Arc<server::Shared>) {
         if let Some(pool) = pool {
             let (tx, rx) = tokio::sync::oneshot::channel();
             pool.conn(protocol::Version::Resp2, 0).send(backend::Job {
-                payload: protocol::Request::from_args(["INFO", "server"]).raw().clone(),
+                payload: protocol::Request::from_args(["INFO", "server"])
+                    .raw()
+                    .clone(),
                 asking: false,
                 reply: reply::ReplyTo::Oneshot(tx),
             });
             if let Ok(reply::Reply::Frame(frame)) = rx.await {
                 let text = String::from_utf8_lossy(&frame);
-                if let Some(v) = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("redis_version:"))
-                {
+                if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
                     shared.set_redis_version(v.trim().to_string());
                     return;
                 }

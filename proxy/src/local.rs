@@ -103,7 +103,10 @@ pub fn answer(
         "hello" => hello(req, client, shared),
         "select" => {
             let db = req.arg(1).unwrap_or_default();
-            match std::str::from_utf8(db).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(db)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(0) => ok(),
                 Some(_) => Err(ProxyError::DbOutOfRange),
                 None => Err(ProxyError::NotAnInteger),
@@ -113,12 +116,18 @@ pub fn answer(
             Frame::Array(
                 [
                     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                    "ID", "    Return the ID of the current connection.",
-                    "INFO", "    Return information about the current client connection.",
-                    "LIST", "    Return information about client connections.",
-                    "GETNAME", "    Return the name of the current connection.",
-                    "SETNAME <name>", "    Assign the name <name> to the current connection.",
-                    "SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+                    "ID",
+                    "    Return the ID of the current connection.",
+                    "INFO",
+                    "    Return information about the current client connection.",
+                    "LIST",
+                    "    Return information about client connections.",
+                    "GETNAME",
+                    "    Return the name of the current connection.",
+                    "SETNAME <name>",
+                    "    Assign the name <name> to the current connection.",
+                    "SETINFO <option> <value>",
+                    "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
                 ]
                 .iter()
                 .map(|s| simple(s))
@@ -239,7 +248,11 @@ fn hello(
         version = match v {
             b"2" => Version::Resp2,
             b"3" => Version::Resp3,
-            _ if std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).is_none() => {
+            _ if std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .is_none() =>
+            {
                 return Err(ProxyError::Other(
                     "ERR Protocol version is not an integer or out of range".to_string(),
                 ))
@@ -279,7 +292,10 @@ fn hello(
     let fields = vec![
         (bulk("server"), bulk("redis")),
         (bulk("version"), bulk(shared.redis_version())),
-        (bulk("proto"), Frame::Integer(if version == Version::Resp3 { 3 } else { 2 })),
+        (
+            bulk("proto"),
+            Frame::Integer(if version == Version::Resp3 { 3 } else { 2 }),
+        ),
         (bulk("id"), Frame::Integer(client.id as i64)),
         (bulk("mode"), bulk("standalone")),
         (bulk("role"), bulk("master")),
@@ -454,8 +470,15 @@ fn sum_keyspace(replies: &[Frame]) -> String {
     }
     let mut out = String::new();
     for (db, (keys, expires, ttl_weighted)) in dbs {
-        let avg_ttl = if keys > 0 { ttl_weighted / u128::from(keys) } else { 0 };
-        let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n");
+        let avg_ttl = if keys > 0 {
+            ttl_weighted / u128::from(keys)
+        } else {
+            0
+        };
+        let _ = write!(
+            out,
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+        );
     }
     out
 }

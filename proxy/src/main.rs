@@ -16,7 +16,10 @@ fn main() -> anyhow::Result<()> {
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
     }
-    let runtime = runtime.enable_all().build().context("starting the runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = slotway::shutdown::on_signals();
         slotway::run(config, shutdown, |_| {}).await

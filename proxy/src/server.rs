@@ -248,7 +248,10 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            shared.stats.clients_accepted.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .clients_accepted
+                .fetch_add(1, Ordering::Relaxed);
             shared.stats.clients_open.fetch_add(1, Ordering::Relaxed);
             crate::session::run(stream, peer, shared.clone(), shutdown).await;
             shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);

@@ -153,7 +153,13 @@ impl Session {
         // token's lock, which every session shares.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        // True when decoding stopped at `max_pipeline` with complete requests possibly left in
+        // `rbuf`: they must be decoded once there is room, not when the socket next has data.
+        let mut held = false;
         loop {
+            if held && !self.closing && self.queue.len() < max_pipeline {
+                held = self.decode_all(&mut rbuf);
+            }
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
                 let _ = wr.shutdown().await;
                 return Ok(());
@@ -176,7 +182,7 @@ impl Session {
                     if r? == 0 {
                         self.closing = true;
                     } else {
-                        self.decode_all(&mut rbuf);
+                        held = self.decode_all(&mut rbuf);
                     }
                 }
                 r = wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
@@ -193,21 +199,26 @@ impl Session {
         }
     }
 
-    /// Decodes and starts every complete request in `rbuf` (up to a batch).
-    fn decode_all(&mut self, rbuf: &mut BytesMut) {
+    /// Decodes and starts the complete requests in `rbuf`, up to a batch and the pipeline cap.
+    /// Returns true if it stopped early (more complete requests may be waiting in `rbuf`).
+    fn decode_all(&mut self, rbuf: &mut BytesMut) -> bool {
         for _ in 0..DECODE_BATCH {
-            if self.closing || self.queue.len() >= self.shared.config.max_pipeline {
-                return;
+            if self.closing {
+                return false;
+            }
+            if self.queue.len() >= self.shared.config.max_pipeline {
+                return true;
             }
             match protocol::decode_request(rbuf, &self.limits) {
                 Ok(Some(req)) => self.start(req),
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(e) => {
                     self.fail_new(ProxyError::Protocol(e));
-                    return;
+                    return false;
                 }
             }
         }
+        !rbuf.is_empty()
     }
 
     fn next_seq(&self) -> u64 {
@@ -218,8 +229,7 @@ impl Session {
     fn start(&mut self, req: Request) {
         self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
         let spec = routing::lookup(req.name(), req.arg(1));
-        if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name))
-        {
+        if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
         let masters = self.shared.topology.routes().masters().len();

@@ -167,7 +167,8 @@ impl Routes {
         if self.masters.is_empty() {
             return None;
         }
-        self.masters.get((hint % self.masters.len() as u64) as usize)
+        self.masters
+            .get((hint % self.masters.len() as u64) as usize)
     }
 
     /// How long ago this map was fetched.
@@ -232,9 +233,7 @@ impl Topology {
     /// Applies a `MOVED`: from now on `slot` goes to `addr`, and a full refresh is requested.
     pub fn moved(&self, slot: Slot, addr: &str) {
         let current = self.routes.load();
-        let already = current
-            .master_for(slot)
-            .is_some_and(|p| &*p.addr == addr);
+        let already = current.master_for(slot).is_some_and(|p| &*p.addr == addr);
         if !already {
             let map = current.map.with_moved(slot, addr);
             let routes = self.build(map, current.fetched_at);

@@ -1,0 +1,256 @@
+"""Multi-key and keyspace-wide commands answer exactly as one node would (issue 3).
+
+Keys are spread over all masters; replies are compared with a standalone
+redis-server that ran the same commands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from test_core import run_script, spread_keys
+
+
+@pytest.fixture
+def clean(cluster, standalone):
+    """Both the cluster and the standalone node start empty."""
+    cluster.flushall()
+    standalone.client().flushall()
+
+
+def compare(proxy, standalone, script, protocol=2, sort=()):
+    p = run_script(proxy.client(protocol=protocol), script)
+    s = run_script(standalone.client(protocol=protocol), script)
+    for i, (cmd, a, b) in enumerate(zip(script, p, s)):
+        if i in sort:
+            a, b = sorted(a), sorted(b)
+        assert a == b, f"{cmd}: proxy {a!r} != standalone {b!r} (RESP{protocol})"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_split_commands_match_a_single_node(proxy, standalone, cluster, clean, protocol):
+    keys = spread_keys(cluster, "mk", per_master=4)
+    pairs = [x for k in keys for x in (k, f"v-{k}")]
+    missing = "mk:missing"
+    script = [
+        ["MSET", *pairs],
+        ["MGET", keys[0], missing, *keys, keys[0], keys[-1]],
+        ["EXISTS", *keys, keys[0], keys[0], missing],
+        ["TOUCH", *keys[:5], missing],
+        ["DBSIZE"],
+        ["KEYS", "mk:*"],
+        ["DEL", keys[0], keys[5], missing, keys[0]],
+        ["UNLINK", keys[1], keys[6]],
+        ["MGET", *keys],
+        ["DBSIZE"],
+        ["RPUSH", keys[2], "x"],  # WRONGTYPE from the node owning keys[2]
+        ["MSET", keys[3], "new", keys[8], "new"],
+        ["MGET", keys[3], keys[8]],
+        ["FLUSHDB"],
+        ["DBSIZE"],
+        ["MGET", *keys[:3]],
+    ]
+    compare(proxy, standalone, script, protocol, sort={5})
+
+
+def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
+    c = proxy.client()
+    keys = [f"celery-task-meta-{i}" for i in range(2000)]
+    c.mset({k: f"r{i}" for i, k in enumerate(keys) if i % 3})
+    got = c.mget(keys)
+    assert got == [None if i % 3 == 0 else f"r{i}" for i in range(2000)]
+    assert c.delete(*keys) == len([i for i in range(2000) if i % 3])
+
+
+def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluster, clean):
+    c = proxy.client()
+    c.sadd("src", "m")
+    c.sadd("dst", "n")
+    assert cluster.keyslot("src") != cluster.keyslot("dst")
+    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
+                ["SUNIONSTORE", "dst", "src", "dst"], ["RENAME", "src", "other"],
+                ["ZUNIONSTORE", "z", "2", "src", "dst"], ["PFMERGE", "a", "b"],
+                ["BITOP", "AND", "d", "a", "b"], ["LMOVE", "src", "dst", "LEFT", "LEFT"],
+                ["COPY", "src", "copy"]):
+        with pytest.raises(redis.ResponseError, match="same slot"):
+            c.execute_command(*cmd)
+    assert c.smembers("src") == {"m"} and c.smembers("dst") == {"n"}
+    assert c.exists("a1", "b1", "other", "copy", "z") == 0
+    # The same commands within one slot run natively.
+    c.sadd("{t}src", "m")
+    assert c.smove("{t}src", "{t}dst", "m") is True
+    assert c.msetnx({"{t}a": "1", "{t}b": "2"}) is True
+
+
+def test_scan_visits_every_key_with_match_count_and_type(proxy, clean):
+    c = proxy.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(10_000):
+        if i % 10 == 0:
+            pipe.hset(f"scan:h:{i}", "f", i)
+        else:
+            pipe.set(f"scan:s:{i}", i)
+    pipe.execute()
+    assert c.dbsize() == 10_000
+
+    def scan_all(**kw):
+        seen, cursor, rounds = [], 0, 0
+        while True:
+            cursor, keys = c.scan(cursor=cursor, **kw)
+            seen.extend(keys)
+            rounds += 1
+            if cursor == 0:
+                return seen, rounds
+
+    everything, rounds = scan_all(count=500)
+    assert set(everything) == {f"scan:h:{i}" if i % 10 == 0 else f"scan:s:{i}" for i in range(10_000)}
+    assert rounds > 3
+    matched, _ = scan_all(match="scan:s:1*", count=200)
+    assert set(matched) == {f"scan:s:{i}" for i in range(10_000) if i % 10 and str(i).startswith("1")}
+    hashes, _ = scan_all(_type="hash", count=1000)
+    assert set(hashes) == {f"scan:h:{i}" for i in range(0, 10_000, 10)}
+    # redis-cli's own SCAN loop works through the proxy.
+    out = proxy.cli("--scan", "--pattern", "scan:h:99*")
+    assert set(out.split()) == {"scan:h:990", "scan:h:9900", "scan:h:9910", "scan:h:9920",
+                                "scan:h:9930", "scan:h:9940", "scan:h:9950", "scan:h:9960",
+                                "scan:h:9970", "scan:h:9980", "scan:h:9990"}
+    with pytest.raises(redis.ResponseError, match="invalid cursor"):
+        c.scan(cursor=1023)
+
+
+def test_keyspace_wide_commands(proxy, cluster, clean):
+    c = proxy.client()
+    assert c.randomkey() is None
+    keys = spread_keys(cluster, "ks", per_master=2)
+    for k in keys:
+        c.set(k, "v", ex=1000)
+    assert c.randomkey() in keys
+    assert c.dbsize() == len(keys)
+    assert sorted(c.keys("ks:*")) == sorted(keys)
+    info = c.info("keyspace")["db0"]
+    assert info["keys"] == len(keys) and info["expires"] == len(keys)
+    assert isinstance(c.lastsave(), object)
+    assert c.execute_command("WAIT", 1, 1000) == 1
+    with pytest.raises(redis.ResponseError, match="timeout between 1 and 5000"):
+        c.execute_command("WAIT", 1, 0)
+    assert isinstance(c.memory_usage(keys[0]), int)
+    assert c.object("encoding", keys[0]) == "embstr"
+    dumped = proxy.client(decode_responses=False).dump(keys[0])
+    c.delete(keys[0])
+    assert c.restore(keys[0], 0, dumped) in (True, "OK")
+    assert c.get(keys[0]) == "v"
+    assert c.flushall(asynchronous=True) is True
+    assert c.dbsize() == 0
+
+
+def test_evalsha_works_on_every_master_after_one_script_load(proxy, cluster, clean):
+    c = proxy.client()
+    script = "return redis.call('SET', KEYS[1], ARGV[1])"
+    sha = c.script_load(script)
+    for addr in cluster.masters():
+        assert cluster.node_client(addr).script_exists(sha) == [True]
+    keys = spread_keys(cluster, "lua", per_master=1)
+    for k in keys:
+        assert c.evalsha(sha, 1, k, "x") == "OK"
+    assert c.script_exists(sha, "0" * 40) == [True, False]
+    # A master that lost its scripts (as a new or promoted one) gets it loaded on NOSCRIPT.
+    first = cluster.masters()[0]
+    cluster.node_client(first).script_flush()
+    key = next(k for k in keys if cluster.node_for_key(k) == first)
+    assert c.evalsha(sha, 1, key, "again") == "OK"
+    assert c.get(key) == "again"
+    assert c.script_exists(sha) == [True]
+    # Keyless scripts run on some master; scripts over one slot run natively.
+    assert c.eval("return 7", 0) == 7
+    assert c.eval("return redis.call('MGET', KEYS[1], KEYS[2])", 2, "{u}a", "{u}b") == [None, None]
+    assert c.script_flush() is True
+    for addr in cluster.masters():
+        assert cluster.node_client(addr).script_exists(sha) == [False]
+
+
+def test_functions_are_loaded_on_every_master(proxy, cluster, clean):
+    c = proxy.client()
+    lib = "#!lua name=slotwaytest\nredis.register_function('setit', function(k, a) return redis.call('SET', k[1], a[1]) end)"
+    assert c.function_load(lib, replace=True) == "slotwaytest"
+    for k in spread_keys(cluster, "fn", per_master=1):
+        assert c.fcall("setit", 1, k, "1") == "OK"
+    assert [l["library_name"] for l in proxy.client(protocol=3).function_list()] == ["slotwaytest"]
+    assert c.function_delete("slotwaytest") is True
+    for addr in cluster.masters():
+        assert cluster.node_client(addr).function_list() == []
+
+
+def test_config_get_and_set_reach_every_node(proxy, cluster):
+    c = proxy.client()
+    before = c.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        assert c.config_set("maxmemory-policy", "allkeys-lru") is True
+        for addr in cluster.masters() + cluster.replicas():
+            got = cluster.node_client(addr).config_get("maxmemory-policy")
+            assert got == {"maxmemory-policy": "allkeys-lru"}, addr
+        assert c.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+    finally:
+        c.config_set("maxmemory-policy", before)
+
+
+def test_admin_commands_that_make_no_sense_are_refused(proxy):
+    for req in (b"CLUSTER INFO", b"MONITOR", b"SHUTDOWN", b"DEBUG SLEEP 0", b"REPLICAOF NO ONE",
+                b"SLAVEOF NO ONE", b"MIGRATE h 1 k 0 10"):
+        reply = proxy.raw(req + b"\r\n", expect=b"\r\n")
+        assert reply.startswith(b"-ERR command '") and b"not supported by Slotway" in reply, reply
+    assert proxy.client().ping() is True
+
+
+def test_denied_commands_are_configurable(proxy_factory, tmp_path):
+    config = tmp_path / "deny.yaml"
+    config.write_text("deny_commands: [flushall, config|set]\n")
+    proxy = proxy_factory("--config", str(config))
+    c = proxy.client()
+    with pytest.raises(redis.ResponseError, match="disabled by the proxy configuration"):
+        c.flushall()
+    with pytest.raises(redis.ResponseError, match="disabled"):
+        c.config_set("maxmemory-policy", "noeviction")
+    assert c.config_get("maxmemory")  # other subcommands still work
+    assert c.flushdb() is True
+
+
+@pytest.mark.slow
+def test_reshard_during_mget_mset_loop_shows_no_errors(proxy, cluster, clean):
+    keys = [f"rmk:{i}" for i in range(200)]
+    stop = threading.Event()
+    errors: list[str] = []
+    rounds = [0]
+
+    def loop(t):
+        c = proxy.client(socket_timeout=20)
+        n = 0
+        while not stop.is_set():
+            batch = keys[(n * 10) % 200:(n * 10) % 200 + 20]
+            value = f"{t}-{n}"
+            try:
+                c.mset({k: value for k in batch})
+                got = c.mget(batch)
+                # Another thread may have overwritten some keys in between; values must be
+                # values some thread wrote, never missing.
+                if any(v is None for v in got):
+                    errors.append(f"nil in MGET after MSET: {got}")
+                rounds[0] += 1
+            except redis.RedisError as e:
+                errors.append(str(e))
+            n += 1
+
+    threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(3)]
+    for t in threads:
+        t.start()
+    masters = cluster.masters()
+    job = cluster.reshard(masters[2], masters[0], 1500, background=True, pipeline=50)
+    job.wait(timeout=240)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == [], errors[:5]
+    assert rounds[0] > 100
