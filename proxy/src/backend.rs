@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::reply::{Reply, ReplyTo};
+use crate::reply::{Delivery, Reply, ReplyTo};
 
 /// Commands that precede a command sent after an `ASK` redirect.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -61,11 +61,28 @@ pub struct ConnSettings {
     pub auth: Option<(Option<String>, String)>,
     /// Called (through this sender) when the connection fails, so the topology can refresh.
     pub on_failure: Option<mpsc::UnboundedSender<Arc<str>>>,
-    /// A client's own connection (blocking commands): when its handle is dropped the socket
-    /// closes at once, even with a request in flight, so that a blocked pop cannot take an
-    /// element for a client that is gone.
-    pub dedicated: bool,
+    /// Pooled, a client's own, or a client's subscriber connection.
+    pub kind: ConnKind,
 }
+
+/// What a connection is used for.
+#[derive(Debug, Clone)]
+pub enum ConnKind {
+    /// Shared by many clients; reconnects for as long as a handle exists.
+    Pooled,
+    /// A client's own connection (blocking commands, WATCH): when its handle is dropped the
+    /// socket closes at once, even with a request in flight, so that a blocked pop cannot take
+    /// an element for a client that is gone.
+    Dedicated,
+    /// A client's subscriber connection: every frame the node sends (subscribe confirmations,
+    /// messages, pongs) goes to this queue with [`SUBSCRIBER_SEQ`], in order. It does not
+    /// reconnect: when it fails, a `Failed` delivery says so and the client is disconnected, as
+    /// a subscriber of a failed Redis would be.
+    Subscriber(Arc<crate::reply::ReplyQueue>),
+}
+
+/// The sequence number of every delivery from a subscriber connection.
+pub const SUBSCRIBER_SEQ: u64 = u64::MAX;
 
 /// A request for the backend task.
 #[derive(Debug)]
@@ -74,8 +91,23 @@ pub struct Job {
     pub payload: Bytes,
     /// Send `ASKING` first and drop its reply.
     pub asking: bool,
+    /// How many reply frames the payload produces (`MULTI ... EXEC` sent as one job: all of
+    /// them). They are delivered together, as the raw bytes of all the frames.
+    pub frames: u32,
     /// Where the reply goes.
     pub reply: ReplyTo,
+}
+
+impl Job {
+    /// A job for one request with one reply.
+    pub fn new(payload: Bytes, reply: ReplyTo) -> Job {
+        Job {
+            payload,
+            asking: false,
+            frames: 1,
+            reply,
+        }
+    }
 }
 
 /// Handle to one backend connection's task. Dropping every handle ends the task.
@@ -91,6 +123,10 @@ struct InFlight {
     start: u64,
     /// `None`: the reply to an `ASKING`, dropped.
     reply: Option<ReplyTo>,
+    /// Reply frames still expected.
+    frames: u32,
+    /// Bytes of this request's reply frames already found in the read buffer.
+    scanned: usize,
 }
 
 // === impl BackendConn ===
@@ -137,6 +173,14 @@ async fn run(settings: ConnSettings, mut rx: mpsc::UnboundedReceiver<Job>) {
         }
         if let Some(tx) = &settings.on_failure {
             let _ = tx.send(settings.addr.clone());
+        }
+        if let ConnKind::Subscriber(queue) = &settings.kind {
+            queue.push(Delivery {
+                seq: SUBSCRIBER_SEQ,
+                part: 0,
+                reply: Reply::Failed(BackendError::Lost),
+            });
+            return;
         }
         // Back off, failing whatever arrives meanwhile: it was never sent, so the caller may
         // route it again once the topology has been refreshed.
@@ -240,7 +284,7 @@ async fn serve(
     let mut ticker = settings.read_timeout.map(|t| tokio::time::interval(t / 4));
 
     let failure = loop {
-        if !rx_open && (inflight.is_empty() || settings.dedicated) {
+        if !rx_open && (inflight.is_empty() || !matches!(settings.kind, ConnKind::Pooled)) {
             return Served::HandlesDropped;
         }
         tokio::select! {
@@ -249,7 +293,7 @@ async fn serve(
                 Ok(0) => break "connection closed by node".to_string(),
                 Ok(_) => {
                     last_read = Instant::now();
-                    if let Err(why) = deliver(&mut rbuf, &mut scanner, &limits, &mut inflight) {
+                    if let Err(why) = deliver(&mut rbuf, &mut scanner, &limits, &mut inflight, &settings.kind) {
                         break why;
                     }
                     if rbuf.capacity() - rbuf.len() < 4096 {
@@ -269,7 +313,7 @@ async fn serve(
                     }
                     enqueue(job, &mut wbuf, &mut inflight, &mut queued);
                     drain(rx, &mut wbuf, &mut inflight, &mut queued);
-                    if !settings.dedicated {
+                    if matches!(settings.kind, ConnKind::Pooled) {
                         // Let the other client sessions that are ready run first, so that
                         // their requests join this write: one syscall for many clients.
                         tokio::task::yield_now().await;
@@ -317,6 +361,12 @@ fn drain(
 }
 
 fn enqueue(job: Job, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, queued: &mut u64) {
+    if let ReplyTo::Discard = job.reply {
+        // Subscriber connections: replies are not matched to requests.
+        wbuf.extend_from_slice(&job.payload);
+        *queued += job.payload.len() as u64;
+        return;
+    }
     if job.asking {
         wbuf.extend_from_slice(ASKING);
         let start = *queued;
@@ -325,6 +375,8 @@ fn enqueue(job: Job, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, que
             start,
             end: *queued,
             reply: None,
+            frames: 1,
+            scanned: 0,
         });
     }
     let start = *queued;
@@ -334,6 +386,8 @@ fn enqueue(job: Job, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, que
         start,
         end: *queued,
         reply: Some(job.reply),
+        frames: job.frames.max(1),
+        scanned: 0,
     });
 }
 
@@ -353,32 +407,54 @@ fn fail_inflight(inflight: &mut VecDeque<InFlight>, written: u64, why: Option<Ba
     }
 }
 
-/// Splits every complete reply off `rbuf` and hands it to the request at the head of the queue.
+/// Splits every complete reply off `rbuf` and hands it to the request at the head of the queue
+/// (a request expecting several frames gets them all at once). On a subscriber connection every
+/// frame goes to the subscriber's queue instead.
 fn deliver(
     rbuf: &mut BytesMut,
     scanner: &mut Scanner,
     limits: &Limits,
     inflight: &mut VecDeque<InFlight>,
+    kind: &ConnKind,
 ) -> Result<(), String> {
-    while let Some(n) = scanner
-        .scan(rbuf, limits)
-        .map_err(|e| format!("invalid reply from node: {e}"))?
-    {
-        let frame = rbuf.split_to(n).freeze();
-        if is_push(&frame) {
-            // RESP3 out-of-band data is never a command's reply; nothing on a pooled
-            // connection subscribes, so there is nobody to give it to.
+    loop {
+        let offset = inflight.front().map_or(0, |f| f.scanned);
+        let Some(n) = scanner
+            .scan(rbuf.get(offset..).unwrap_or_default(), limits)
+            .map_err(|e| format!("invalid reply from node: {e}"))?
+        else {
+            return Ok(());
+        };
+        if let ConnKind::Subscriber(queue) = kind {
+            let frame = rbuf.split_to(n).freeze();
+            queue.push(Delivery {
+                seq: SUBSCRIBER_SEQ,
+                part: 0,
+                reply: Reply::Frame(frame),
+            });
             continue;
         }
-        match inflight.pop_front() {
-            Some(InFlight {
+        if offset == 0 && is_push(rbuf) {
+            // RESP3 out-of-band data is never a command's reply; nothing on a pooled
+            // connection subscribes, so there is nobody to give it to.
+            let _ = rbuf.split_to(n);
+            continue;
+        }
+        let Some(head) = inflight.front_mut() else {
+            return Err("reply with no request in flight".to_string());
+        };
+        head.scanned += n;
+        head.frames -= 1;
+        if head.frames == 0 {
+            let frame = rbuf.split_to(head.scanned).freeze();
+            if let Some(InFlight {
                 reply: Some(to), ..
-            }) => to.send(Reply::Frame(frame)),
-            Some(InFlight { reply: None, .. }) => {}
-            None => return Err("reply with no request in flight".to_string()),
+            }) = inflight.pop_front()
+            {
+                to.send(Reply::Frame(frame));
+            }
         }
     }
-    Ok(())
 }
 
 fn is_push(frame: &[u8]) -> bool {

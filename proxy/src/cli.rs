@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{Config, ConfigError, UnknownCommands};
+use crate::config::{Config, ConfigError, CrossSlotTransactions, UnknownCommands};
 
 /// Slotway: one Redis endpoint in front of a Redis Cluster.
 #[derive(Debug, Parser)]
@@ -42,6 +42,10 @@ pub struct Cli {
     /// Routing of commands the table does not know [default: first-key].
     #[arg(long, env = "SLOTWAY_UNKNOWN_COMMANDS", value_enum)]
     pub unknown_commands: Option<UnknownCommands>,
+    /// EXEC over keys of several slots: `split` (one MULTI/EXEC per slot) or `refuse`
+    /// [default: split].
+    #[arg(long, env = "SLOTWAY_CROSS_SLOT_TRANSACTIONS", value_enum)]
+    pub cross_slot_transactions: Option<CrossSlotTransactions>,
     /// Password clients must give with AUTH or HELLO.
     #[arg(long, env = "SLOTWAY_PASSWORD")]
     pub password: Option<String>,
@@ -87,6 +91,9 @@ impl Cli {
         }
         if let Some(v) = self.unknown_commands {
             c.unknown_commands = v;
+        }
+        if let Some(v) = self.cross_slot_transactions {
+            c.cross_slot_transactions = v;
         }
         if let Some(v) = &self.password {
             c.password = Some(v.clone());

@@ -22,6 +22,16 @@ pub enum UnknownCommands {
     Refuse,
 }
 
+/// What EXEC does when the queued commands' keys span slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossSlotTransactions {
+    /// One MULTI/EXEC per slot group, in parallel; each group is atomic, the whole is not.
+    Split,
+    /// Answer EXEC with an error and apply nothing.
+    Refuse,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +66,8 @@ pub struct Config {
     pub backend_username: Option<String>,
     /// Password the proxy uses towards the cluster nodes.
     pub backend_password: Option<String>,
+    /// What EXEC does when the transaction's keys span slots.
+    pub cross_slot_transactions: CrossSlotTransactions,
     /// Commands refused with an error, by command table name (`flushall`, `config|set`).
     pub deny_commands: Vec<String>,
     /// Protocol limits applied to client requests.
@@ -127,6 +139,7 @@ impl Default for Config {
             backend_username: None,
             backend_password: None,
             deny_commands: Vec::new(),
+            cross_slot_transactions: CrossSlotTransactions::Split,
             limits: LimitsConfig::default(),
             log_level: "info".to_string(),
             log_json: false,

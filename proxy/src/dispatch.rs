@@ -86,8 +86,7 @@ pub enum Plan {
 fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => "transactions are not supported yet",
-        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
-        | "sunsubscribe" | "publish" | "spublish" | "pubsub" => "pub/sub is not supported yet",
+        "ssubscribe" | "sunsubscribe" => "sharded pub/sub subscriptions are not supported yet",
         "waitaof" => "waiting for the AOF through shared connections is not supported yet",
         "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
         "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"
@@ -128,6 +127,7 @@ fn node_independent(name: &str) -> bool {
         || matches!(
             name,
             "lolwut"
+                | "unwatch"
                 | "eval"
                 | "evalsha"
                 | "eval_ro"
@@ -158,6 +158,9 @@ fn fanout(name: &str) -> Option<(Fan, Merge)> {
         "script|load" | "function|load" => (Fan::Masters, Merge::Same),
         "script|exists" => (Fan::Masters, Merge::AndArrays),
         "config|set" | "config|resetstat" | "config|rewrite" => (Fan::AllNodes, Merge::AllOk),
+        "pubsub|channels" | "pubsub|shardchannels" => (Fan::Masters, Merge::Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => (Fan::Masters, Merge::SumByKey),
+        "pubsub|numpat" => (Fan::Masters, Merge::Sum),
         _ => return None,
     })
 }
@@ -196,6 +199,16 @@ pub fn plan(
     }
     match spec.name {
         "scan" => return plan_scan(req, masters),
+        // Every Slotway instance subscribes its clients on the first master (by address), so
+        // PUBLISH there counts them; the cluster bus carries the message to every other node.
+        "publish" => return Ok(Plan::Forward(Target::Master(0))),
+        "spublish" => {
+            let mut slot = None;
+            routing::keys::for_each_shard_channel(spec, req, |i| {
+                slot = Some(Slot::for_key(req.arg(i).unwrap_or_default()))
+            });
+            return Ok(Plan::Forward(slot.map_or(Target::AnyMaster, Target::Slot)));
+        }
         "info" => {
             return Ok(Plan::Fanout {
                 fan: Fan::Masters,

@@ -25,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod topology;
+pub mod transaction;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,7 @@ async fn learn_redis_version(shared: Arc<server::Shared>) {
                     .raw()
                     .clone(),
                 asking: false,
+                frames: 1,
                 reply: reply::ReplyTo::Oneshot(tx),
             });
             if let Ok(reply::Reply::Frame(frame)) = rx.await {

@@ -53,6 +53,8 @@ pub enum ReplyTo {
     },
     /// To a single waiter (topology queries, proxy-internal requests).
     Oneshot(oneshot::Sender<Reply>),
+    /// Nowhere: requests on a subscriber connection, whose frames all go to the subscriber.
+    Discard,
 }
 
 /// Replies waiting for a session to pick them up.
@@ -72,6 +74,7 @@ impl ReplyTo {
             ReplyTo::Oneshot(tx) => {
                 let _ = tx.send(reply);
             }
+            ReplyTo::Discard => {}
         }
     }
 }

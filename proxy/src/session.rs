@@ -25,19 +25,21 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Limits, Request};
 use routing::split::Merge;
-use routing::Redirect;
+use routing::{Redirect, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendConn, BackendError, Job};
+use crate::backend::{BackendConn, BackendError, Job, SUBSCRIBER_SEQ};
+use crate::config::CrossSlotTransactions;
 use crate::dispatch::{self, Fan, Finish, Plan, Target};
 use crate::error::{Close, ProxyError};
 use crate::local::{self, After};
 use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
 use crate::server::{ClientState, Shared};
 use crate::topology::{NodePool, Routes};
+use crate::transaction::{self, GroupOutcome};
 
 /// Stop reading from a client whose unwritten replies exceed this.
 const OUTPUT_HIGH_WATER: usize = 4 << 20;
@@ -53,14 +55,25 @@ enum Entry {
     Waiting(Pending),
     /// Sent in parts to several nodes.
     Gather(Box<Gather>),
+    /// EXEC of a transaction: one `MULTI ... EXEC` per slot group.
+    Exec(Box<Exec>),
     /// Answered, as bytes for the client.
     Done(Bytes),
+    /// A pub/sub command: sent on the subscriber connection when it reaches the head of the
+    /// queue, so that its confirmations follow the replies to everything before it.
+    Subscribe(Request),
 }
 
 /// One request (or part) on its way to a node.
 #[derive(Debug)]
 struct Pending {
     req: Request,
+    /// What to send instead of `req` (a `MULTI ... EXEC` group), and how many reply frames it
+    /// produces.
+    payload: Option<(Bytes, u32)>,
+    /// `None`: a pooled connection; `Some(n)`: the client's own connection number `n` to the
+    /// node (blocking commands, WATCH).
+    lane: Option<u32>,
     target: Target,
     redirects: u32,
     /// Set at the first retry: when to give up.
@@ -79,6 +92,19 @@ struct Gather {
     finish: Finish,
 }
 
+/// A transaction's EXEC in progress.
+#[derive(Debug)]
+struct Exec {
+    /// Each group, its request state, and whether it is answered.
+    groups: Vec<(transaction::Group, Pending, bool)>,
+    /// One reply per queued command, filled group by group.
+    results: Vec<Option<Frame>>,
+    /// Groups sent and not yet answered.
+    waiting: usize,
+    /// The first error that ends the transaction, if any.
+    failed: Option<Frame>,
+}
+
 struct Session {
     shared: Arc<Shared>,
     client: ClientState,
@@ -91,8 +117,14 @@ struct Session {
     wbuf: BytesMut,
     /// Stop reading; close once the queue is empty and written.
     closing: bool,
-    /// Connections of this client's own, for blocking commands, by node.
-    dedicated: Vec<(Arc<str>, BackendConn)>,
+    /// Connections of this client's own (blocking commands, WATCH), by node and lane.
+    dedicated: Vec<(Arc<str>, u32, BackendConn)>,
+    /// Commands queued since MULTI.
+    tx: Option<transaction::Queued>,
+    /// The slot of the keys this client WATCHes (on its own connection 0 to their node).
+    watch: Option<Slot>,
+    /// The client's subscriber connection, and how many channels and patterns it holds.
+    subscriber: Option<(BackendConn, i64)>,
 }
 
 /// Serves one client until it disconnects, QUITs, sends invalid input, or `shutdown` fires
@@ -118,6 +150,9 @@ pub async fn run(
         wbuf: BytesMut::new(),
         closing: false,
         dedicated: Vec::new(),
+        tx: None,
+        watch: None,
+        subscriber: None,
     };
     if let Err(e) = session.serve(stream, shutdown).await {
         tracing::debug!(client = %peer, error = %e, "client connection closed");
@@ -130,6 +165,8 @@ impl Pending {
     fn new(req: Request, target: Target) -> Pending {
         Pending {
             req,
+            payload: None,
+            lane: matches!(target, Target::Blocking(_)).then_some(0),
             target,
             redirects: 0,
             give_up_at: None,
@@ -232,6 +269,19 @@ impl Session {
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
+        if let Some(spec) = spec {
+            if self.transaction_command(spec.name, &req) {
+                return;
+            }
+        }
+        if self.tx.is_some() {
+            return self.queue_in_transaction(req, spec);
+        }
+        if let Some(spec) = spec {
+            if self.pubsub_command(spec.name, &req) {
+                return;
+            }
+        }
         let masters = self.shared.topology.routes().masters().len();
         let plan = match dispatch::plan(&req, spec, &self.shared.config, masters) {
             Ok(plan) => plan,
@@ -328,6 +378,10 @@ impl Session {
                 (p, None) => Some(p),
                 (_, Some(_)) => None,
             },
+            Entry::Exec(x) => match x.groups.get_mut(part as usize)? {
+                (_, p, false) => Some(p),
+                (_, _, true) => None,
+            },
             _ => None,
         }
     }
@@ -339,7 +393,11 @@ impl Session {
             return;
         };
         let target = p.target;
-        let payload = p.req.raw().clone();
+        let lane = p.lane;
+        let (payload, frames) = match &p.payload {
+            Some((payload, frames)) => (payload.clone(), *frames),
+            None => (p.req.raw().clone(), 1),
+        };
         let reply = ReplyTo::Session {
             queue: self.replies.clone(),
             seq,
@@ -358,11 +416,12 @@ impl Session {
         let job = Job {
             payload,
             asking,
+            frames,
             reply,
         };
-        match target {
-            Target::Blocking(_) => self.dedicated_conn(&pool).send(job),
-            _ => pool.conn(self.client.version, self.client.id).send(job),
+        match lane {
+            Some(lane) => self.dedicated_conn(&pool, lane).send(job),
+            None => pool.conn(self.client.version, self.client.id).send(job),
         }
     }
 
@@ -371,21 +430,26 @@ impl Session {
         resolve(&routes, target, self.client.id).cloned()
     }
 
-    fn dedicated_conn(&mut self, pool: &NodePool) -> &BackendConn {
+    /// The client's own connection number `lane` to the node, opened on first use.
+    fn dedicated_conn(&mut self, pool: &NodePool, lane: u32) -> &BackendConn {
         let pos = self
             .dedicated
             .iter()
-            .position(|(addr, conn)| addr == pool.addr() && !conn.is_closed());
+            .position(|(addr, l, conn)| addr == pool.addr() && *l == lane && !conn.is_closed());
         let i = match pos {
             Some(i) => i,
             None => {
-                self.dedicated.retain(|(addr, _)| addr != pool.addr());
                 self.dedicated
-                    .push((pool.addr().clone(), pool.dedicated(self.client.version)));
+                    .retain(|(addr, l, _)| !(addr == pool.addr() && *l == lane));
+                self.dedicated.push((
+                    pool.addr().clone(),
+                    lane,
+                    pool.dedicated(self.client.version),
+                ));
                 self.dedicated.len() - 1
             }
         };
-        &self.dedicated[i].1
+        &self.dedicated[i].2
     }
 
     fn take_replies(&mut self) {
@@ -399,6 +463,9 @@ impl Session {
 
     fn on_reply(&mut self, d: Delivery) {
         let Delivery { seq, part, reply } = d;
+        if seq == SUBSCRIBER_SEQ {
+            return self.on_subscriber_frame(reply);
+        }
         let Some(p) = self.pending_mut(seq, part) else {
             return;
         };
@@ -493,6 +560,7 @@ impl Session {
         };
         p.script_loaded = true;
         let target = p.target;
+        let lane = p.lane;
         let Some(pool) = self.resolve(target) else {
             return false;
         };
@@ -501,11 +569,12 @@ impl Session {
         let job = Job {
             payload: load.raw().clone(),
             asking: false,
+            frames: 1,
             reply: ReplyTo::Oneshot(tx),
         };
-        match target {
-            Target::Blocking(_) => self.dedicated_conn(&pool).send(job),
-            _ => pool.conn(self.client.version, self.client.id).send(job),
+        match lane {
+            Some(lane) => self.dedicated_conn(&pool, lane).send(job),
+            None => pool.conn(self.client.version, self.client.id).send(job),
         }
         self.send(seq, part, Some((pool, false)));
         true
@@ -575,7 +644,8 @@ impl Session {
                     self.queue[idx] = Entry::Done(bytes);
                 }
             }
-            Entry::Done(_) => {}
+            Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
+            Entry::Done(_) | Entry::Subscribe(_) => {}
         }
     }
 
@@ -639,12 +709,396 @@ impl Session {
 
     /// Moves the answered prefix of the queue into the write buffer.
     fn flush_ready(&mut self) {
-        while let Some(Entry::Done(_)) = self.queue.front() {
-            if let Some(Entry::Done(bytes)) = self.queue.pop_front() {
-                self.wbuf.extend_from_slice(&bytes);
+        loop {
+            match self.queue.front() {
+                Some(Entry::Done(_)) => {
+                    if let Some(Entry::Done(bytes)) = self.queue.pop_front() {
+                        self.wbuf.extend_from_slice(&bytes);
+                    }
+                }
+                Some(Entry::Subscribe(_)) => {
+                    if let Some(Entry::Subscribe(req)) = self.queue.pop_front() {
+                        self.send_subscriber(req);
+                    }
+                }
+                _ => return,
             }
             self.head_seq += 1;
         }
+    }
+}
+
+// === impl Session: pub/sub ===
+
+impl Session {
+    /// Is the client in RESP2 subscribed mode (only pub/sub commands, PING, QUIT, RESET)?
+    fn is_subscribed_resp2(&self) -> bool {
+        self.client.version == protocol::Version::Resp2
+            && self.subscriber.as_ref().is_some_and(|(_, n)| *n > 0)
+    }
+
+    /// SUBSCRIBE and friends, and the RESP2 subscribed-mode rules. Returns true if handled.
+    fn pubsub_command(&mut self, name: &str, req: &Request) -> bool {
+        match name {
+            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
+                self.queue.push_back(Entry::Subscribe(req.clone()));
+                true
+            }
+            "ping" if self.is_subscribed_resp2() => {
+                self.queue.push_back(Entry::Subscribe(req.clone()));
+                true
+            }
+            "quit" | "reset" => {
+                if name == "reset" {
+                    self.subscriber = None;
+                }
+                false
+            }
+            _ if self.is_subscribed_resp2() => {
+                self.fail_new(ProxyError::Other(format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                )));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a pub/sub command on the subscriber connection (opened on first use, to the
+    /// master every Slotway instance picks: the first by address). Its confirmations and every
+    /// message come back as subscriber deliveries.
+    fn send_subscriber(&mut self, req: Request) {
+        if self.subscriber.is_none() {
+            let routes = self.shared.topology.routes();
+            let Some(pool) = routes.masters().first().cloned() else {
+                let (frame, _) = ProxyError::SlotNotServed(0).reply();
+                self.wbuf
+                    .extend_from_slice(&encode(&frame, self.client.version));
+                return;
+            };
+            let conn = pool.subscriber(self.client.version, self.replies.clone());
+            self.subscriber = Some((conn, 0));
+        }
+        if let Some((conn, _)) = &self.subscriber {
+            conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
+        }
+    }
+
+    /// A frame from the subscriber connection: forwarded as is (messages are out of band in
+    /// RESP3; in RESP2 nothing else is pending in subscribed mode). Subscription counts are
+    /// read from confirmations to know when RESP2 subscribed mode ends.
+    fn on_subscriber_frame(&mut self, reply: Reply) {
+        let frame = match reply {
+            Reply::Frame(frame) => frame,
+            _ => {
+                // The node went away: a subscriber of a failed Redis is disconnected too.
+                tracing::info!(client = self.client.id, "subscriber connection lost");
+                self.subscriber = None;
+                self.closing = true;
+                self.queue.clear();
+                return;
+            }
+        };
+        let mut buf = BytesMut::from(&frame[..]);
+        if let Ok(Some(Frame::Array(items) | Frame::Push(items))) =
+            protocol::decode(&mut buf, &Limits::default())
+        {
+            if let (Some(Frame::Bulk(kind)), Some(Frame::Integer(n))) =
+                (items.first(), items.get(2))
+            {
+                if kind.ends_with(b"subscribe") {
+                    if let Some((_, count)) = &mut self.subscriber {
+                        *count = *n;
+                    }
+                }
+            }
+        }
+        self.wbuf.extend_from_slice(&frame);
+    }
+}
+
+// === impl Session: transactions ===
+
+impl Session {
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH and RESET's effect on them. Returns true if the
+    /// request was handled here.
+    fn transaction_command(&mut self, name: &str, req: &Request) -> bool {
+        match name {
+            "multi" => {
+                if self.tx.is_some() {
+                    self.fail_new(ProxyError::Other(
+                        "ERR MULTI calls can not be nested".to_string(),
+                    ));
+                } else {
+                    self.tx = Some(transaction::Queued::default());
+                    self.push_done(Bytes::from_static(b"+OK\r\n"));
+                }
+                true
+            }
+            "exec" => {
+                match self.tx.take() {
+                    None => self.fail_new(ProxyError::Other("ERR EXEC without MULTI".to_string())),
+                    Some(queued) => self.exec(queued),
+                }
+                true
+            }
+            "discard" => {
+                match self.tx.take() {
+                    None => {
+                        self.fail_new(ProxyError::Other("ERR DISCARD without MULTI".to_string()))
+                    }
+                    Some(_) => {
+                        self.unwatch();
+                        self.push_done(Bytes::from_static(b"+OK\r\n"));
+                    }
+                }
+                true
+            }
+            "watch" => {
+                if let Some(tx) = &mut self.tx {
+                    tx.dirty = true;
+                    self.fail_new(ProxyError::Other(
+                        "ERR WATCH inside MULTI is not allowed".to_string(),
+                    ));
+                    return true;
+                }
+                self.watch(req);
+                true
+            }
+            "unwatch" if self.tx.is_none() => {
+                self.unwatch();
+                self.push_done(Bytes::from_static(b"+OK\r\n"));
+                true
+            }
+            "reset" => {
+                self.tx = None;
+                self.unwatch();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// WATCH: sent on the client's own connection to the node that owns the keys' slot.
+    fn watch(&mut self, req: &Request) {
+        let Some(spec) = routing::lookup(req.name(), None) else {
+            return;
+        };
+        let mut slots = Vec::new();
+        if let Err(e) = routing::keys::for_each_key(spec, req, |i| {
+            slots.push(Slot::for_key(req.arg(i).unwrap_or_default()))
+        }) {
+            return self.fail_new(ProxyError::Keys(e));
+        }
+        let Some(&slot) = slots.first() else {
+            return self.fail_new(ProxyError::WrongArity("watch"));
+        };
+        if slots.iter().any(|s| *s != slot) || self.watch.is_some_and(|w| w != slot) {
+            return self.fail_new(ProxyError::Other(
+                "CROSSSLOT WATCH keys must all hash to one slot through Slotway (use hash tags such as {user1}:a)".to_string(),
+            ));
+        }
+        self.watch = Some(slot);
+        let seq = self.next_seq();
+        let mut pending = Pending::new(req.clone(), Target::Slot(slot));
+        pending.lane = Some(0);
+        self.queue.push_back(Entry::Waiting(pending));
+        self.send(seq, 0, None);
+    }
+
+    /// Drops the client's watch on its node, if any (the reply is not needed).
+    fn unwatch(&mut self) {
+        let Some(slot) = self.watch.take() else {
+            return;
+        };
+        if let Some(pool) = self.resolve(Target::Slot(slot)) {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let job = Job::new(
+                Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"),
+                ReplyTo::Oneshot(tx),
+            );
+            self.dedicated_conn(&pool, 0).send(job);
+        }
+    }
+
+    /// A command between MULTI and EXEC: checked and queued (`+QUEUED`), or refused, which
+    /// makes EXEC answer EXECABORT as Redis does.
+    fn queue_in_transaction(&mut self, req: Request, spec: Option<&'static routing::CommandSpec>) {
+        let masters = self.shared.topology.routes().masters().len();
+        let slot = match dispatch::plan(&req, spec, &self.shared.config, masters) {
+            Ok(Plan::Forward(Target::Slot(s) | Target::Blocking(s))) => Ok(Some(s)),
+            Ok(Plan::Forward(_)) => Ok(None),
+            Ok(Plan::Local("ping" | "echo" | "time")) => Ok(None),
+            Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
+                "ERR Slotway cannot queue '{name}' inside a transaction"
+            ))),
+            Ok(Plan::Split(_)) => Err(ProxyError::Other(format!(
+                "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
+                spec.map_or("?", |s| s.name)
+            ))),
+            Ok(Plan::Fanout { .. } | Plan::Scan { .. }) => Err(ProxyError::Other(format!(
+                "ERR Slotway cannot run '{}' inside a transaction: it needs every node",
+                spec.map_or("?", |s| s.name)
+            ))),
+            Err(e) => Err(e),
+        };
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        match slot {
+            Ok(slot) => {
+                tx.commands.push((slot, req));
+                self.push_done(Bytes::from_static(b"+QUEUED\r\n"));
+            }
+            Err(e) => {
+                tx.dirty = true;
+                self.fail_new(e);
+            }
+        }
+    }
+
+    /// EXEC: one `MULTI ... EXEC` per slot group; the watched group first.
+    fn exec(&mut self, queued: transaction::Queued) {
+        let watched = self.watch.take();
+        if queued.dirty {
+            self.watch = watched;
+            self.unwatch();
+            return self.fail_new(ProxyError::Other(
+                "EXECABORT Transaction discarded because of previous errors.".to_string(),
+            ));
+        }
+        let groups = transaction::group(&queued, watched);
+        let keyed = groups.iter().filter(|g| g.slot.is_some()).count();
+        if keyed > 1 && self.shared.config.cross_slot_transactions == CrossSlotTransactions::Refuse
+        {
+            self.watch = watched;
+            self.unwatch();
+            return self.fail_new(ProxyError::Other(
+                "CROSSSLOT Keys in the transaction don't hash to the same slot and cross_slot_transactions is refuse; nothing was applied".to_string(),
+            ));
+        }
+        let total = queued.commands.len();
+        let groups: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                let target = g.slot.map_or(Target::AnyMaster, Target::Slot);
+                let label = Request::from_args(["EXEC"]);
+                let mut p = Pending::new(label, target);
+                p.payload = Some((g.payload.clone(), g.positions.len() as u32 + 2));
+                p.lane = g.watched.then_some(0);
+                (g, p, false)
+            })
+            .collect();
+        let first_only = groups.first().is_some_and(|(g, _, _)| g.watched);
+        let n = groups.len();
+        let seq = self.next_seq();
+        self.queue.push_back(Entry::Exec(Box::new(Exec {
+            groups,
+            results: vec![None; total],
+            waiting: if first_only { 1 } else { n },
+            failed: None,
+        })));
+        if first_only {
+            self.send(seq, 0, None);
+        } else {
+            for part in 0..n {
+                self.send(seq, part as u32, None);
+            }
+        }
+    }
+
+    /// One group's `MULTI ... EXEC` answered.
+    fn exec_group_done(&mut self, seq: u64, idx: usize, part: u32, raw: Bytes) {
+        let Some(Entry::Exec(x)) = self.queue.get_mut(idx) else {
+            return;
+        };
+        let Some((group, _, done)) = x.groups.get_mut(part as usize) else {
+            return;
+        };
+        let outcome = if raw.first() == Some(&b'-') {
+            // The proxy's own error for the whole group (node lost, ...).
+            let mut buf = BytesMut::from(&raw[..]);
+            match protocol::decode(&mut buf, &Limits::default()) {
+                Ok(Some(f)) => GroupOutcome::Error(f),
+                _ => GroupOutcome::Error(Frame::Error(Bytes::from_static(
+                    b"ERR Slotway: EXEC failed",
+                ))),
+            }
+        } else {
+            transaction::outcome(&raw, group.positions.len())
+        };
+        let watched = group.watched;
+        match outcome {
+            GroupOutcome::Replies(items) => {
+                for (pos, item) in group.positions.iter().zip(items) {
+                    if let Some(r) = x.results.get_mut(*pos) {
+                        *r = Some(item);
+                    }
+                }
+                *done = true;
+            }
+            GroupOutcome::Aborted if watched => {
+                self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
+                return;
+            }
+            GroupOutcome::Refused(err) if !watched => {
+                // Nothing of this group ran: follow a redirect or wait out a migration.
+                let text = err.clone();
+                if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&text) {
+                    self.shared.topology.moved(slot, &addr);
+                    self.send(seq, part, None);
+                    return;
+                }
+                if text.starts_with(b"ASK")
+                    || text.starts_with(b"TRYAGAIN")
+                    || text.starts_with(b"CLUSTERDOWN")
+                {
+                    let msg = String::from_utf8_lossy(&text).into_owned();
+                    self.retry_later(seq, part, Duration::from_millis(50), move || {
+                        ProxyError::Other(msg)
+                    });
+                    return;
+                }
+                *done = true;
+                x.failed.get_or_insert(Frame::Error(Bytes::from(format!(
+                    "EXECABORT Transaction discarded because of previous errors: {}",
+                    String::from_utf8_lossy(&err)
+                ))));
+            }
+            GroupOutcome::Aborted | GroupOutcome::Refused(_) => {
+                *done = true;
+                x.failed.get_or_insert(Frame::Error(Bytes::from_static(
+                    b"EXECABORT Transaction discarded: the watched slot moved during the transaction",
+                )));
+            }
+            GroupOutcome::Error(f) => {
+                *done = true;
+                x.failed.get_or_insert(f);
+            }
+        }
+        x.waiting -= 1;
+        if watched && x.failed.is_none() && x.groups.len() > 1 {
+            // The watched group committed: now the others, in parallel.
+            let n = x.groups.len();
+            x.waiting = n - 1;
+            for part in 1..n {
+                self.send(seq, part as u32, None);
+            }
+            return;
+        }
+        if x.waiting > 0 {
+            return;
+        }
+        let frame = match x.failed.take() {
+            Some(f) => f,
+            None => Frame::Array(
+                x.results
+                    .iter_mut()
+                    .map(|r| r.take().unwrap_or(Frame::Null))
+                    .collect(),
+            ),
+        };
+        self.queue[idx] = Entry::Done(encode(&frame, self.client.version));
     }
 }
 

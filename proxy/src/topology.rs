@@ -112,12 +112,26 @@ impl NodePool {
         &conns[(client_id % conns.len() as u64) as usize]
     }
 
+    /// A client's subscriber connection to this node: every frame goes to `queue`.
+    pub fn subscriber(
+        &self,
+        version: Version,
+        queue: Arc<crate::reply::ReplyQueue>,
+    ) -> BackendConn {
+        BackendConn::spawn(ConnSettings {
+            version,
+            read_timeout: None,
+            kind: crate::backend::ConnKind::Subscriber(queue),
+            ..self.settings.clone()
+        })
+    }
+
     /// A connection of this node's own, not shared with anyone (for blocking commands).
     pub fn dedicated(&self, version: Version) -> BackendConn {
         BackendConn::spawn(ConnSettings {
             version,
             read_timeout: None,
-            dedicated: true,
+            kind: crate::backend::ConnKind::Dedicated,
             ..self.settings.clone()
         })
     }
@@ -194,7 +208,7 @@ impl Topology {
             read_timeout: config.read_timeout(),
             auth,
             on_failure: Some(failures_tx.clone()),
-            dedicated: false,
+            kind: crate::backend::ConnKind::Pooled,
         };
         Arc::new(Topology {
             routes: ArcSwap::from_pointee(Routes::empty()),

@@ -33,6 +33,11 @@ pub enum Merge {
     AndArrays,
     /// LASTSAVE, WAIT: the smallest integer.
     Min,
+    /// PUBSUB CHANNELS: the arrays concatenated without duplicates.
+    Union,
+    /// PUBSUB NUMSUB: `[name, count, ...]` pairs (or a map), counts summed by name, in the order
+    /// names first appear.
+    SumByKey,
     /// RANDOMKEY: the non-nil reply of part `start` or the next part after it that has one
     /// (wrapping); nil if every part is nil.
     AnyNonNil {
@@ -163,6 +168,65 @@ impl Merge {
                     }
                 }
                 Frame::Array(out)
+            }
+            Merge::Union => {
+                let mut out: Vec<Frame> = Vec::new();
+                for r in replies {
+                    match into_array(r) {
+                        Some(items) => {
+                            for item in items {
+                                if !out.contains(&item) {
+                                    out.push(item);
+                                }
+                            }
+                        }
+                        None => return unexpected("an array"),
+                    }
+                }
+                Frame::Array(out)
+            }
+            Merge::SumByKey => {
+                let mut is_map = false;
+                let mut out: Vec<(Frame, i64)> = Vec::new();
+                for r in replies {
+                    let pairs: Vec<(Frame, Frame)> = match r {
+                        Frame::Map(pairs) => {
+                            is_map = true;
+                            pairs
+                        }
+                        Frame::Array(items) if items.len() % 2 == 0 => {
+                            let mut it = items.into_iter();
+                            let mut pairs = Vec::new();
+                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                                pairs.push((k, v));
+                            }
+                            pairs
+                        }
+                        _ => return unexpected("name/count pairs"),
+                    };
+                    for (k, v) in pairs {
+                        let Frame::Integer(n) = v else {
+                            return unexpected("counts");
+                        };
+                        match out.iter_mut().find(|(name, _)| *name == k) {
+                            Some((_, sum)) => *sum += n,
+                            None => out.push((k, n)),
+                        }
+                    }
+                }
+                if is_map {
+                    Frame::Map(
+                        out.into_iter()
+                            .map(|(k, n)| (k, Frame::Integer(n)))
+                            .collect(),
+                    )
+                } else {
+                    Frame::Array(
+                        out.into_iter()
+                            .flat_map(|(k, n)| [k, Frame::Integer(n)])
+                            .collect(),
+                    )
+                }
             }
             Merge::Same => {
                 let mut it = replies.into_iter();
