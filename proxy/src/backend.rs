@@ -114,6 +114,9 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct BackendConn {
     tx: mpsc::UnboundedSender<Job>,
+    /// The node's CLIENT ID for this connection (0 until known; only asked on connections
+    /// that are not pooled, for `CLIENT UNBLOCK`).
+    node_client_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct InFlight {
@@ -136,8 +139,20 @@ impl BackendConn {
     /// reconnects with back-off for as long as a handle exists.
     pub fn spawn(settings: ConnSettings) -> BackendConn {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(settings, rx));
-        BackendConn { tx }
+        let node_client_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run(settings, rx, node_client_id.clone()));
+        BackendConn { tx, node_client_id }
+    }
+
+    /// The node's CLIENT ID of this connection, once connected (dedicated connections only).
+    pub fn node_client_id(&self) -> Option<u64> {
+        match self
+            .node_client_id
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            id => Some(id),
+        }
     }
 
     /// Queues a job. If the task is gone the job's reply is failed `NotSent` at once.
@@ -153,11 +168,16 @@ impl BackendConn {
     }
 }
 
-async fn run(settings: ConnSettings, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    settings: ConnSettings,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    node_client_id: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut backoff = Duration::from_millis(10);
     loop {
         match connect(&settings).await {
-            Ok(stream) => {
+            Ok((stream, id)) => {
+                node_client_id.store(id.unwrap_or(0), std::sync::atomic::Ordering::Release);
                 backoff = Duration::from_millis(10);
                 tracing::debug!(addr = %settings.addr, "backend connected");
                 match serve(&settings, stream, &mut rx).await {
@@ -201,7 +221,9 @@ async fn run(settings: ConnSettings, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-async fn connect(settings: &ConnSettings) -> std::io::Result<TcpStream> {
+/// Connects and runs the handshake (AUTH, HELLO 3, and CLIENT ID on connections that are
+/// not pooled). Returns the stream and the node's id for it, if asked.
+async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<u64>)> {
     let timeout = settings.connect_timeout;
     let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&*settings.addr))
         .await
@@ -222,20 +244,37 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<TcpStream> {
         hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
         expected += 1;
     }
+    let ask_id = matches!(settings.kind, ConnKind::Dedicated);
+    if ask_id {
+        hello.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+        expected += 1;
+    }
+    let mut id = None;
     if expected > 0 {
-        tokio::time::timeout(timeout, handshake(&mut stream, &hello, expected))
+        let last = tokio::time::timeout(timeout, handshake(&mut stream, &hello, expected))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout")
             })??;
+        if ask_id {
+            id = std::str::from_utf8(last.get(1..).unwrap_or_default())
+                .ok()
+                .and_then(|t| t.trim_end().parse().ok());
+        }
     }
-    Ok(stream)
+    Ok((stream, id))
 }
 
-async fn handshake(stream: &mut TcpStream, out: &[u8], mut expected: usize) -> std::io::Result<()> {
+/// Writes `out` and reads `expected` replies; any error reply fails. Returns the last reply.
+async fn handshake(
+    stream: &mut TcpStream,
+    out: &[u8],
+    mut expected: usize,
+) -> std::io::Result<BytesMut> {
     stream.write_all(out).await?;
     let mut buf = BytesMut::with_capacity(1024);
     let limits = Limits::default();
+    let mut last = BytesMut::new();
     while expected > 0 {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -246,10 +285,14 @@ async fn handshake(stream: &mut TcpStream, out: &[u8], mut expected: usize) -> s
                 let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
                 return Err(std::io::Error::other(format!("handshake refused: {text}")));
             }
-            expected -= 1;
+            last = frame;
+            expected = expected.saturating_sub(1);
+            if expected == 0 {
+                break;
+            }
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 fn invalid_data(e: protocol::ProtocolError) -> std::io::Error {

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{Config, ConfigError, CrossSlotTransactions, UnknownCommands};
+use crate::config::{
+    Config, ConfigError, CrossSlotTransactions, Databases, Preset, UnknownCommands,
+};
 
 /// Slotway: one Redis endpoint in front of a Redis Cluster.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "slotway", version, about)]
 pub struct Cli {
     /// YAML configuration file.
@@ -46,6 +48,17 @@ pub struct Cli {
     /// [default: split].
     #[arg(long, env = "SLOTWAY_CROSS_SLOT_TRANSACTIONS", value_enum)]
     pub cross_slot_transactions: Option<CrossSlotTransactions>,
+    /// A built-in set of co-location rules; repeat for more (`celery`).
+    #[arg(
+        long = "preset",
+        env = "SLOTWAY_PRESETS",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub presets: Vec<Preset>,
+    /// How SELECT behaves: `single` (database 0 only) or `namespaced` [default: single].
+    #[arg(long, env = "SLOTWAY_DATABASES", value_enum)]
+    pub databases: Option<Databases>,
     /// Password clients must give with AUTH or HELLO.
     #[arg(long, env = "SLOTWAY_PASSWORD")]
     pub password: Option<String>,
@@ -58,6 +71,52 @@ pub struct Cli {
     /// Log JSON lines.
     #[arg(long, env = "SLOTWAY_LOG_JSON")]
     pub log_json: bool,
+    /// HTTP endpoint for /metrics, /healthz, /readyz and /topology, or `off`
+    /// [default: 127.0.0.1:9121].
+    #[arg(long, env = "SLOTWAY_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<MetricsListen>,
+    /// Most client connections at once; 0 = no limit [default: 10000].
+    #[arg(long, env = "SLOTWAY_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Disconnect clients idle for this long, in ms; 0 = never [default: 0].
+    #[arg(long, env = "SLOTWAY_CLIENT_IDLE_TIMEOUT_MS")]
+    pub client_idle_timeout_ms: Option<u64>,
+    /// Disconnect a client whose unwritten replies exceed this many bytes; 0 = no limit
+    /// [default: 67108864].
+    #[arg(long, env = "SLOTWAY_CLIENT_OUTPUT_BUFFER_LIMIT")]
+    pub client_output_buffer_limit: Option<usize>,
+    /// After SIGTERM/SIGINT, how long in-flight requests get to finish, in ms [default: 10000].
+    #[arg(long, env = "SLOTWAY_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Record requests slower than this in SLOWLOG, in µs; 0 = all, negative = none
+    /// [default: 10000].
+    #[arg(
+        long,
+        env = "SLOTWAY_SLOWLOG_SLOWER_THAN_US",
+        allow_negative_numbers = true
+    )]
+    pub slowlog_slower_than_us: Option<i64>,
+    /// Periodic slot map refresh, in ms [default: 10000].
+    #[arg(long, env = "SLOTWAY_REFRESH_INTERVAL_MS")]
+    pub refresh_interval_ms: Option<u64>,
+    /// Requests one client may have in flight before the proxy stops reading from it
+    /// [default: 4096].
+    #[arg(long, env = "SLOTWAY_MAX_PIPELINE")]
+    pub max_pipeline: Option<usize>,
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s {
+        "off" | "none" | "" => Ok(MetricsListen(None)),
+        _ => s
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{e} (expected host:port or `off`)")),
+    }
 }
 
 impl Cli {
@@ -92,6 +151,12 @@ impl Cli {
         if let Some(v) = self.unknown_commands {
             c.unknown_commands = v;
         }
+        if !self.presets.is_empty() {
+            c.presets = self.presets.clone();
+        }
+        if let Some(v) = self.databases {
+            c.databases = v;
+        }
         if let Some(v) = self.cross_slot_transactions {
             c.cross_slot_transactions = v;
         }
@@ -106,6 +171,30 @@ impl Cli {
         }
         if self.log_json {
             c.log_json = true;
+        }
+        if let Some(MetricsListen(v)) = self.metrics_listen {
+            c.metrics_listen = v;
+        }
+        if let Some(v) = self.max_clients {
+            c.max_clients = v;
+        }
+        if let Some(v) = self.client_idle_timeout_ms {
+            c.client_idle_timeout_ms = v;
+        }
+        if let Some(v) = self.client_output_buffer_limit {
+            c.client_output_buffer_limit = v;
+        }
+        if let Some(v) = self.drain_timeout_ms {
+            c.drain_timeout_ms = v;
+        }
+        if let Some(v) = self.slowlog_slower_than_us {
+            c.slowlog.slower_than_us = v;
+        }
+        if let Some(v) = self.refresh_interval_ms {
+            c.refresh_interval_ms = v;
+        }
+        if let Some(v) = self.max_pipeline {
+            c.max_pipeline = v;
         }
         c.validate()?;
         Ok(c)

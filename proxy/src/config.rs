@@ -32,6 +32,40 @@ pub enum CrossSlotTransactions {
     Refuse,
 }
 
+/// Built-in sets of co-location rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Celery and kombu key families (chords, bindings, unacked messages).
+    Celery,
+}
+
+/// How SELECT behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Databases {
+    /// Only database 0, as in a cluster: SELECT n > 0 is an error.
+    Single,
+    /// SELECT n gives an isolated database whose keys are stored under a prefix.
+    Namespaced,
+}
+
+/// A co-location rule: keys starting with `prefix` are stored with a hash tag so that the
+/// family shares a slot. Give `tag` (the same tag for the whole family) or `tag_until` (the
+/// tag is the part of the key after the prefix up to this separator).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColocateRule {
+    /// The family's key prefix.
+    pub prefix: String,
+    /// One fixed tag for the family.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// The tag is what follows the prefix up to this separator.
+    #[serde(default)]
+    pub tag_until: Option<String>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +100,14 @@ pub struct Config {
     pub backend_username: Option<String>,
     /// Password the proxy uses towards the cluster nodes.
     pub backend_password: Option<String>,
+    /// Built-in co-location rule sets (`celery`).
+    pub presets: Vec<Preset>,
+    /// Co-location rules of your own.
+    pub colocate: Vec<ColocateRule>,
+    /// How SELECT behaves: `single` (database 0 only) or `namespaced`.
+    pub databases: Databases,
+    /// Number of databases with `databases: namespaced` (SELECT 0 to this minus one).
+    pub max_databases: u32,
     /// What EXEC does when the transaction's keys span slots.
     pub cross_slot_transactions: CrossSlotTransactions,
     /// Commands refused with an error, by command table name (`flushall`, `config|set`).
@@ -76,6 +118,36 @@ pub struct Config {
     pub log_level: String,
     /// Log as JSON lines instead of human-readable text.
     pub log_json: bool,
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz`, `/readyz` and `/topology`
+    /// (`None`, `null` in YAML: no endpoint).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Most client connections at once; past it a new client gets
+    /// `-ERR max number of clients reached` and is closed (0 = no limit).
+    pub max_clients: usize,
+    /// A client with nothing in flight that sends nothing for this long is disconnected, in
+    /// milliseconds (0 = never).
+    pub client_idle_timeout_ms: u64,
+    /// A client whose replies waiting to be written exceed this many bytes (it reads too
+    /// slowly) is disconnected (0 = no limit).
+    pub client_output_buffer_limit: usize,
+    /// After SIGTERM or SIGINT, how long in-flight requests get to finish before the remaining
+    /// connections are closed, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// The slow-request log: SLOWLOG GET / LEN / RESET and warning lines.
+    pub slowlog: SlowlogConfig,
+}
+
+/// The slow-request log, measured from the moment a request is read until its reply is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowlogConfig {
+    /// Requests slower than this many microseconds are recorded (0: every request; negative:
+    /// none). Blocking commands are never recorded.
+    pub slower_than_us: i64,
+    /// Entries kept for SLOWLOG GET (the oldest are dropped).
+    pub max_len: usize,
+    /// Also log each slow request at `warn` level (at most 10 lines per second).
+    pub log: bool,
 }
 
 /// Protocol limits for client requests (see `protocol::Limits`).
@@ -140,9 +212,29 @@ impl Default for Config {
             backend_password: None,
             deny_commands: Vec::new(),
             cross_slot_transactions: CrossSlotTransactions::Split,
+            presets: Vec::new(),
+            colocate: Vec::new(),
+            databases: Databases::Single,
+            max_databases: 16,
             limits: LimitsConfig::default(),
             log_level: "info".to_string(),
             log_json: false,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9121))),
+            max_clients: 10_000,
+            client_idle_timeout_ms: 0,
+            client_output_buffer_limit: 64 << 20,
+            drain_timeout_ms: 10_000,
+            slowlog: SlowlogConfig::default(),
+        }
+    }
+}
+
+impl Default for SlowlogConfig {
+    fn default() -> Self {
+        SlowlogConfig {
+            slower_than_us: 10_000,
+            max_len: 128,
+            log: true,
         }
     }
 }
@@ -219,6 +311,27 @@ impl Config {
         if self.limits.max_inline_len < 16 {
             return invalid("limits.max_inline_len", "must be at least 16");
         }
+        for rule in &self.colocate {
+            if rule.prefix.is_empty() || rule.prefix.contains('{') {
+                return invalid("colocate.prefix", "must be non-empty and contain no '{'");
+            }
+            if rule.tag.is_some() == rule.tag_until.is_some() {
+                return invalid(
+                    "colocate",
+                    "each rule needs exactly one of tag or tag_until",
+                );
+            }
+            if rule
+                .tag
+                .as_deref()
+                .is_some_and(|t| t.is_empty() || t.contains(['{', '}']))
+            {
+                return invalid("colocate.tag", "must be non-empty and contain no braces");
+            }
+        }
+        if self.max_databases == 0 || self.max_databases > 1_000_000 {
+            return invalid("max_databases", "must be between 1 and 1000000");
+        }
         for name in &self.deny_commands {
             let mut parts = name.splitn(2, '|');
             let cmd = parts.next().unwrap_or_default();
@@ -234,7 +347,53 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid log filter");
         }
+        if self.metrics_listen == Some(self.listen) {
+            return invalid("metrics_listen", "must differ from listen");
+        }
+        if self.client_output_buffer_limit != 0 && self.client_output_buffer_limit < 1024 {
+            return invalid(
+                "client_output_buffer_limit",
+                "must be 0 (no limit) or at least 1024 bytes",
+            );
+        }
+        if self.slowlog.max_len > 1_000_000 {
+            return invalid("slowlog.max_len", "must be at most 1000000");
+        }
         Ok(())
+    }
+
+    /// `drain_timeout_ms` as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// `client_idle_timeout_ms` as a duration (`None` if 0).
+    pub fn client_idle_timeout(&self) -> Option<Duration> {
+        (self.client_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.client_idle_timeout_ms))
+    }
+
+    /// The key naming rules in force: presets first, then the configured rules.
+    pub fn key_names(&self) -> routing::names::KeyNames {
+        use routing::names::{KeyNames, Rule, Tag};
+        let mut rules = Vec::new();
+        for preset in &self.presets {
+            match preset {
+                Preset::Celery => rules.extend(KeyNames::celery_rules()),
+            }
+        }
+        for r in &self.colocate {
+            let tag = match (&r.tag, &r.tag_until) {
+                (Some(t), _) => Tag::Fixed(t.clone()),
+                (None, Some(sep)) => Tag::Until(sep.clone()),
+                (None, None) => continue,
+            };
+            rules.push(Rule {
+                prefix: r.prefix.clone(),
+                tag,
+            });
+        }
+        KeyNames::new(rules)
     }
 
     /// The request limits as the codec takes them.

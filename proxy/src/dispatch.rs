@@ -48,6 +48,9 @@ pub enum Finish {
     },
     /// INFO: the proxy's own sections, with `# Keyspace` summed from the masters' replies.
     Info,
+    /// KEYS, SCAN, RANDOMKEY: map stored key names back to the client's and drop those of
+    /// other databases.
+    Names,
     /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
     /// answers NOSCRIPT.
     ScriptLoad(bytes::Bytes),
@@ -73,6 +76,8 @@ pub enum Plan {
         /// After merging.
         finish: Finish,
     },
+    /// BLPOP, BRPOP, BZPOPMIN, BZPOPMAX over keys of several slots (see `session::pop`).
+    MultiPop,
     /// SCAN: one step on one master.
     Scan {
         /// The master.
@@ -230,6 +235,10 @@ pub fn plan(
             "script|load" => Finish::ScriptLoad(req.arg_bytes(2).unwrap_or_default()),
             _ => Finish::AsIs,
         };
+        let finish = match (spec.name, finish) {
+            ("keys" | "randomkey", Finish::AsIs) => Finish::Names,
+            (_, finish) => finish,
+        };
         return Ok(Plan::Fanout {
             fan,
             request: None,
@@ -240,6 +249,9 @@ pub fn plan(
     let slot = match key_slot(spec, req)? {
         KeySlot::One(slot) => Some(slot),
         KeySlot::None => None,
+        KeySlot::Many if matches!(spec.name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax") => {
+            return Ok(Plan::MultiPop);
+        }
         KeySlot::Many => {
             return match routing::split::split(spec.name, req) {
                 Some(split) => Ok(Plan::Split(split)),
@@ -314,7 +326,7 @@ fn check_wait_timeout(req: &Request) -> Result<(), ProxyError> {
 /// SCAN cursors: the low [`SCAN_MASTER_BITS`] bits name the master (by position in the slot
 /// map, masters sorted by address), the rest is that master's own cursor. Cursor 0 starts at
 /// master 0; when a master's cursor returns to 0 the next master starts; after the last, 0.
-fn plan_scan(req: &Request, masters: usize) -> Result<Plan, ProxyError> {
+pub fn plan_scan(req: &Request, masters: usize) -> Result<Plan, ProxyError> {
     let cursor = req
         .arg(1)
         .and_then(|c| std::str::from_utf8(c).ok())

@@ -165,7 +165,7 @@ impl ProxyError {
                 "WRONGPASS invalid username-password pair or user is disabled.".to_string()
             }
             ProxyError::DbOutOfRange => {
-                "ERR DB index is out of range (Slotway serves database 0 only)".to_string()
+                "ERR DB index is out of range (Slotway serves database 0 only; set databases: namespaced, or --databases namespaced, for more)".to_string()
             }
             ProxyError::NotAnInteger => "ERR value is not an integer or out of range".to_string(),
             ProxyError::Syntax => "ERR syntax error".to_string(),

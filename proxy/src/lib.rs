@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod error;
 pub mod local;
 pub mod logging;
+pub mod names;
 pub mod reply;
 pub mod server;
 pub mod session;

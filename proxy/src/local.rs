@@ -103,11 +103,24 @@ pub fn answer(
         "hello" => hello(req, client, shared),
         "select" => {
             let db = req.arg(1).unwrap_or_default();
+            let namespaced = shared.config.databases == crate::config::Databases::Namespaced;
             match std::str::from_utf8(db)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
             {
-                Some(0) => ok(),
+                Some(0) => {
+                    client.db = 0;
+                    client.publish();
+                    ok()
+                }
+                Some(n) if namespaced && n > 0 && n < i64::from(shared.config.max_databases) => {
+                    client.db = n as u32;
+                    client.publish();
+                    ok()
+                }
+                Some(_) if namespaced => Err(ProxyError::Other(
+                    "ERR DB index is out of range".to_string(),
+                )),
                 Some(_) => Err(ProxyError::DbOutOfRange),
                 None => Err(ProxyError::NotAnInteger),
             }
@@ -322,12 +335,13 @@ pub fn client_line(client: &ClientState) -> String {
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
         name,
         client.connected.elapsed().as_secs(),
+        client.db,
         if client.version == Version::Resp3 { 3 } else { 2 },
         lib_name,
         lib_ver,

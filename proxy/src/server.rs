@@ -48,6 +48,8 @@ pub struct Shared {
     pub clients: ClientRegistry,
     /// Scripts seen in SCRIPT LOAD.
     pub scripts: ScriptCache,
+    /// How client key names map to stored names (co-location rules, database prefixes).
+    pub names: routing::names::KeyNames,
     /// When the proxy started.
     pub started: Instant,
     /// A random 40-hex-digit id, as INFO's `run_id`.
@@ -112,6 +114,8 @@ pub struct ClientState {
     pub lib_ver: Option<Bytes>,
     /// True once AUTH succeeded, or if no password is configured.
     pub authenticated: bool,
+    /// The SELECTed database (always 0 unless `databases: namespaced`).
+    pub db: u32,
     /// When the connection was accepted.
     pub connected: Instant,
     shared: Arc<Shared>,
@@ -127,12 +131,14 @@ impl Shared {
             .unwrap_or_default()
             .as_nanos();
         let run_id = format!("{:040x}", seed ^ (u128::from(std::process::id()) << 64));
+        let names = config.key_names();
         Arc::new(Shared {
             config,
             topology,
             stats: Stats::default(),
             clients: ClientRegistry::default(),
             scripts: ScriptCache::default(),
+            names,
             started: Instant::now(),
             run_id: run_id[run_id.len() - 40..].to_string(),
             next_client_id: AtomicU64::new(1),
@@ -196,6 +202,7 @@ impl ClientState {
             lib_name: None,
             lib_ver: None,
             authenticated: shared.config.password.is_none(),
+            db: 0,
             connected: Instant::now(),
             shared,
         };
@@ -214,6 +221,7 @@ impl ClientState {
     pub fn reset(&mut self) {
         self.version = Version::Resp2;
         self.name = None;
+        self.db = 0;
         self.authenticated = self.shared.config.password.is_none();
         self.publish();
     }

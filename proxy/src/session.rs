@@ -32,14 +32,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendConn, BackendError, Job, SUBSCRIBER_SEQ};
-use crate::config::CrossSlotTransactions;
+use crate::config::{CrossSlotTransactions, Databases};
 use crate::dispatch::{self, Fan, Finish, Plan, Target};
 use crate::error::{Close, ProxyError};
 use crate::local::{self, After};
+use crate::names;
 use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
 use crate::server::{ClientState, Shared};
 use crate::topology::{NodePool, Routes};
 use crate::transaction::{self, GroupOutcome};
+
+mod pop;
 
 /// Stop reading from a client whose unwritten replies exceed this.
 const OUTPUT_HIGH_WATER: usize = 4 << 20;
@@ -57,6 +60,8 @@ enum Entry {
     Gather(Box<Gather>),
     /// EXEC of a transaction: one `MULTI ... EXEC` per slot group.
     Exec(Box<Exec>),
+    /// A blocking pop over keys of several slots.
+    Pop(Box<pop::Pop>),
     /// Answered, as bytes for the client.
     Done(Bytes),
     /// A pub/sub command: sent on the subscriber connection when it reaches the head of the
@@ -80,6 +85,8 @@ struct Pending {
     give_up_at: Option<Instant>,
     /// NOSCRIPT was already answered by loading the script once.
     script_loaded: bool,
+    /// The reply carries key names to map back to the client's names.
+    restore: bool,
 }
 
 #[derive(Debug)]
@@ -171,6 +178,7 @@ impl Pending {
             redirects: 0,
             give_up_at: None,
             script_loaded: false,
+            restore: false,
         }
     }
 }
@@ -269,6 +277,12 @@ impl Session {
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
+        let renaming = self.renaming();
+        let req = if renaming {
+            self.rename_keys(req, spec)
+        } else {
+            req
+        };
         if let Some(spec) = spec {
             if self.transaction_command(spec.name, &req) {
                 return;
@@ -283,7 +297,15 @@ impl Session {
             }
         }
         let masters = self.shared.topology.routes().masters().len();
-        let plan = match dispatch::plan(&req, spec, &self.shared.config, masters) {
+        let namespaced = self.shared.config.databases == Databases::Namespaced;
+        let plan = match spec
+            .filter(|_| namespaced)
+            .and_then(|spec| names::keyspace_plan(spec.name, &req, self.client.db, masters))
+        {
+            Some(plan) => plan,
+            None => dispatch::plan(&req, spec, &self.shared.config, masters),
+        };
+        let plan = match plan {
             Ok(plan) => plan,
             Err(e) => return self.fail_new(e),
         };
@@ -304,8 +326,9 @@ impl Session {
             }
             Plan::Forward(target) => {
                 let seq = self.next_seq();
-                self.queue
-                    .push_back(Entry::Waiting(Pending::new(req, target)));
+                let mut pending = Pending::new(req, target);
+                pending.restore = renaming && spec.is_some_and(|s| names::reply_has_keys(s.name));
+                self.queue.push_back(Entry::Waiting(pending));
                 self.send(seq, 0, None);
             }
             Plan::Split(split) => {
@@ -342,6 +365,10 @@ impl Session {
                     .collect();
                 self.start_gather(req, parts, merge, finish);
             }
+            Plan::MultiPop => match spec.and_then(|s| pop::PopKind::of(s.name)) {
+                Some(kind) => self.start_pop(kind, &req),
+                None => self.fail_new(ProxyError::CrossSlot("?")),
+            },
             Plan::Scan { master, request } => {
                 let parts = vec![(Pending::new(request, Target::Master(master)), None)];
                 self.start_gather(req, parts, Merge::Concat, Finish::Scan { master });
@@ -372,6 +399,9 @@ impl Session {
 
     fn pending_mut(&mut self, seq: u64, part: u32) -> Option<&mut Pending> {
         let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        if matches!(self.queue.get(idx)?, Entry::Pop(_)) {
+            return self.pop_pending(seq, part);
+        }
         match self.queue.get_mut(idx)? {
             Entry::Waiting(p) if part == 0 => Some(p),
             Entry::Gather(g) => match g.parts.get_mut(part as usize)? {
@@ -465,6 +495,9 @@ impl Session {
         let Delivery { seq, part, reply } = d;
         if seq == SUBSCRIBER_SEQ {
             return self.on_subscriber_frame(reply);
+        }
+        if matches!(reply, Reply::Retry) && self.pop_is_cancelling(seq, part) {
+            return self.pop_unblock(seq, part);
         }
         let Some(p) = self.pending_mut(seq, part) else {
             return;
@@ -632,6 +665,19 @@ impl Session {
             return;
         };
         match entry {
+            Entry::Waiting(p) if p.restore && reply.first() != Some(&b'-') => {
+                let name = routing::lookup(p.req.name(), None).map_or("", |s| s.name);
+                let mut buf = BytesMut::from(&reply[..]);
+                let restored = match protocol::decode(&mut buf, &Limits::default()) {
+                    Ok(Some(frame)) => {
+                        let frame =
+                            names::restore_reply(&self.shared.names, self.client.db, name, frame);
+                        encode(&frame, self.client.version)
+                    }
+                    _ => reply,
+                };
+                *entry = Entry::Done(restored);
+            }
             Entry::Waiting(_) => *entry = Entry::Done(reply),
             Entry::Gather(g) => {
                 let Some(slot @ (_, None)) = g.parts.get_mut(part as usize) else {
@@ -645,6 +691,7 @@ impl Session {
                 }
             }
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
+            Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
             Entry::Done(_) | Entry::Subscribe(_) => {}
         }
     }
@@ -672,7 +719,17 @@ impl Session {
             Finish::AsIs => g.merge.merge(frames),
             Finish::Scan { master } => {
                 let masters = self.shared.topology.routes().masters().len();
-                scan_reply(frames, *master, masters)
+                let reply = scan_reply(frames, *master, masters);
+                if self.renaming() {
+                    names::restore_reply(&self.shared.names, self.client.db, "scan", reply)
+                } else {
+                    reply
+                }
+            }
+            Finish::Names => {
+                let merged = g.merge.merge(frames);
+                let name = routing::lookup(g.req.name(), None).map_or("", |s| s.name);
+                names::restore_reply(&self.shared.names, self.client.db, name, merged)
             }
             Finish::Info => {
                 let req = g.req.clone();
@@ -725,6 +782,23 @@ impl Session {
             }
             self.head_seq += 1;
         }
+    }
+}
+
+// === impl Session: key names ===
+
+impl Session {
+    /// True if client key names differ from stored names (co-location rules, or a database
+    /// other than 0).
+    fn renaming(&self) -> bool {
+        self.shared.names.has_rules()
+            || self.client.db > 0
+            || self.shared.config.databases == Databases::Namespaced
+    }
+
+    /// The request with every key replaced by its stored name.
+    fn rename_keys(&self, req: Request, spec: Option<&'static routing::CommandSpec>) -> Request {
+        names::rename_request(&self.shared.names, self.client.db, req, spec)
     }
 }
 
@@ -932,7 +1006,7 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_)) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),

@@ -9,6 +9,7 @@
 //! - [`keys`]: which arguments of a request are keys (and which are shard channels).
 //! - [`SlotMap`]: slot → shard (master and replicas), built from `CLUSTER SHARDS` or `CLUSTER SLOTS`.
 //! - [`Redirect`]: a parsed `MOVED` / `ASK` error.
+//! - [`names`]: key names as stored (co-location hash tags, namespaced databases).
 //! - [`split`]: multi-key commands split by slot, and the [`split::Merge`] of their replies.
 //!
 //! ```text
@@ -18,6 +19,7 @@
 pub mod command;
 mod command_table;
 pub mod keys;
+pub mod names;
 mod redirect;
 mod slot;
 mod slot_map;
