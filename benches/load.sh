@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Load benchmark: redis-benchmark straight against a Redis Cluster vs. through Slotway.
+#
+# Usage: benches/load.sh [options]
+#   --direct-only        only benchmark the cluster directly (no proxy needed)
+#   --memory             instead of throughput, measure resident memory per idle
+#                        client connection (10,000 connections by default)
+#   --requests-p1 N      requests per run without pipelining   (default 200000)
+#   --requests-p16 N     requests per run with pipeline 16     (default 1000000)
+#   --clients N          redis-benchmark connections           (default 50)
+#   --keyspace N         random keys, redis-benchmark -r       (default 100000)
+#   --data-size N        SET value size in bytes               (default 3)
+#   --threads N          redis-benchmark threads               (default 1)
+#   --connections N      connections for --memory              (default 10000)
+#   --run-timeout S      give up on a redis-benchmark run after S seconds (default 180)
+#   --base-port N        cluster ports N..N+5, bus N+100..N+105, proxy N+6 (default 31000)
+#   --keep               keep the work directory (logs) after the run
+#
+# It starts its own 3-master/3-replica cluster (deploy/local-cluster.sh, in a
+# temporary directory) and target/release/slotway (or $SLOTWAY_BIN) in front
+# of it, runs GET and SET at pipeline 1 and 16 both ways with the same request
+# counts, samples the proxy's CPU time (utime+stime from /proc/PID/stat)
+# around every proxied run, and prints a comparison table.  If
+# memtier_benchmark is installed, a short memtier run each way follows.
+# Everything it started is stopped on exit.  See benches/README.md.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+direct_only=0
+memory=0
+requests_p1=200000
+requests_p16=1000000
+clients=50
+keyspace=100000
+data_size=3
+threads=1
+connections=10000
+run_timeout=180
+base_port=31000
+keep=0
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    exit "${1:-2}"
+}
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --direct-only) direct_only=1 ;;
+        --memory) memory=1 ;;
+        --requests-p1) requests_p1=$2; shift ;;
+        --requests-p16) requests_p16=$2; shift ;;
+        --clients) clients=$2; shift ;;
+        --keyspace) keyspace=$2; shift ;;
+        --data-size) data_size=$2; shift ;;
+        --threads) threads=$2; shift ;;
+        --connections) connections=$2; shift ;;
+        --run-timeout) run_timeout=$2; shift ;;
+        --base-port) base_port=$2; shift ;;
+        --keep) keep=1 ;;
+        -h | --help) usage 0 ;;
+        *) echo "unknown option: $1" >&2; usage ;;
+    esac
+    shift
+done
+
+host=127.0.0.1
+proxy_port=$((base_port + 6))
+# Cluster bus ports next to the client ports rather than at +10000, which
+# would land in the kernel's ephemeral port range (32768-60999).
+export BUS_PORT_OFFSET=100
+slotway=${SLOTWAY_BIN:-$repo/target/release/slotway}
+clk_tck=$(getconf CLK_TCK)
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/slotway-bench.XXXXXX")
+cluster_dir=$workdir/cluster
+proxy_pid=
+
+log() { printf '[load] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $proxy_pid ]] && kill -0 "$proxy_pid" 2>/dev/null; then
+        log "stopping slotway (pid $proxy_pid)"
+        kill -TERM "$proxy_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$proxy_pid" 2>/dev/null || true
+        wait "$proxy_pid" 2>/dev/null || true
+    fi
+    if [[ -d $cluster_dir ]]; then
+        log "stopping the cluster"
+        "$repo/deploy/local-cluster.sh" stop "$cluster_dir" "$base_port" >/dev/null 2>&1 || true
+    fi
+    if [[ $keep == 1 || $rc != 0 ]]; then
+        log "logs kept in $workdir"
+    else
+        rm -rf -- "$workdir"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
+
+preflight() {
+    command -v redis-benchmark >/dev/null || die "redis-benchmark not found (apt-get install redis-tools)"
+    local p
+    for p in $(seq "$base_port" $((base_port + 5))) $(seq $((base_port + BUS_PORT_OFFSET)) $((base_port + BUS_PORT_OFFSET + 5))) "$proxy_port"; do
+        port_in_use "$p" && die "port $p is in use; pick another range with --base-port"
+    done
+    if [[ $direct_only == 0 && ! -x $slotway ]]; then
+        die "$slotway not found: run \`cargo build --release\` (or use --direct-only)"
+    fi
+    return 0
+}
+
+start_cluster() {
+    log "starting a 3+3 cluster on $host:$base_port-$((base_port + 5)) in $cluster_dir"
+    "$repo/deploy/local-cluster.sh" start "$cluster_dir" "$base_port" >"$workdir/cluster.log" 2>&1 ||
+        { cat "$workdir/cluster.log" >&2; die "cluster did not start"; }
+}
+
+start_proxy() {
+    log "starting slotway on $host:$proxy_port (log $workdir/slotway.log)"
+    "$slotway" --listen "$host:$proxy_port" \
+        --seed "$host:$base_port" --seed "$host:$((base_port + 1))" --seed "$host:$((base_port + 2))" \
+        >"$workdir/slotway.log" 2>&1 &
+    proxy_pid=$!
+    local i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$proxy_pid" 2>/dev/null || { tail -n 30 "$workdir/slotway.log" >&2; die "slotway exited"; }
+        [[ $(redis-cli -h "$host" -p "$proxy_port" ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.1
+    done
+    tail -n 30 "$workdir/slotway.log" >&2
+    die "slotway did not answer PING within 15s"
+}
+
+# utime+stime of a process, in clock ticks.
+cpu_ticks() {
+    local stat f
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+declare -A rps p50 p99 cpu
+
+# bench TARGET(direct|proxy) TEST(set|get) PIPELINE REQUESTS
+bench() {
+    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f
+    if [[ $target == direct ]]; then
+        args=(--cluster -h "$host" -p "$base_port")
+    else
+        args=(-h "$host" -p "$proxy_port")
+        before=$(cpu_ticks "$proxy_pid")
+    fi
+    key="$target ${test^^} P$pipeline"
+    log "$key: redis-benchmark ${args[*]} -c $clients -n $n -P $pipeline -r $keyspace -d $data_size -t $test"
+    local rc=0
+    timeout "$run_timeout" redis-benchmark "${args[@]}" -c "$clients" -n "$n" -P "$pipeline" -r "$keyspace" \
+        -d "$data_size" --threads "$threads" -t "$test" --csv \
+        >"$workdir/bench.out" 2>"$workdir/bench.err" </dev/null || rc=$?
+    if [[ $rc == 124 ]]; then
+        die "redis-benchmark did not finish within ${run_timeout}s ($key); see $workdir"
+    elif [[ $rc != 0 ]]; then
+        cat "$workdir/bench.err" >&2
+        die "redis-benchmark failed with status $rc ($key)"
+    fi
+    line=$(grep "^\"${test^^}\"" "$workdir/bench.out" || true)
+    [[ -n $line ]] || { cat "$workdir/bench.out" "$workdir/bench.err" >&2; die "no result for $key"; }
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    IFS=, read -r -a f <<<"${line//\"/}"
+    rps[$key]=${f[1]%.*}
+    p50[$key]=${f[4]}
+    p99[$key]=${f[6]}
+    if [[ $target == proxy ]]; then
+        after=$(cpu_ticks "$proxy_pid")
+        cpu[$key]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    fi
+    log "$key: ${rps[$key]} ops/s, p50 ${p50[$key]} ms, p99 ${p99[$key]} ms${cpu[$key]:+, proxy CPU ${cpu[$key]} us/req}"
+}
+
+print_table() {
+    local pipeline test key d p ratio
+    printf '\nredis-benchmark: %s clients, %s random keys, %s-byte values, %s thread(s); P1 %s requests, P16 %s requests\n' \
+        "$clients" "$keyspace" "$data_size" "$threads" "$requests_p1" "$requests_p16"
+    printf '%s; latencies in ms\n\n' "$(nproc) cores, $(redis-server --version | cut -d' ' -f3)"
+    printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s |\n' \
+        test "direct ops/s" "proxy ops/s" ratio "direct p50/p99" "proxy p50/p99" "proxy CPU us/req"
+    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "----------" "---------------" "--------------" "--------" \
+        "-----------------" "-----------------" "-------------------"
+    for pipeline in 1 16; do
+        for test in set get; do
+            d="direct ${test^^} P$pipeline"
+            p="proxy ${test^^} P$pipeline"
+            ratio=-
+            [[ -n ${rps[$p]:-} ]] && ratio=$(awk -v a="${rps[$p]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')
+            printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s |\n' \
+                "${test^^} P$pipeline" "${rps[$d]}" "${rps[$p]:--}" "$ratio" \
+                "${p50[$d]}/${p99[$d]}" "${p50[$p]:--}/${p99[$p]:--}" "${cpu[$p]:--}"
+        done
+    done
+    echo
+}
+
+memtier() {
+    command -v memtier_benchmark >/dev/null || { log "memtier_benchmark not installed; skipping it"; return 0; }
+    local common=(--protocol=redis -c 10 -t 2 --ratio=1:1 --key-maximum="$keyspace" --test-time=10 --hide-histogram)
+    log "memtier_benchmark direct (--cluster-mode)"
+    echo "memtier_benchmark, direct:"
+    memtier_benchmark -s "$host" -p "$base_port" --cluster-mode "${common[@]}" 2>/dev/null | grep -E '^(Type|Totals)'
+    if [[ $direct_only == 0 ]]; then
+        log "memtier_benchmark through slotway"
+        echo "memtier_benchmark, through slotway:"
+        memtier_benchmark -s "$host" -p "$proxy_port" "${common[@]}" 2>/dev/null | grep -E '^(Type|Totals)'
+    fi
+}
+
+run_memory() {
+    local need=$((connections + 1024))
+    if (($(ulimit -n) < need)); then
+        ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+        (($(ulimit -n) >= need)) || die "open-file limit $(ulimit -n) < $need; run as root or raise the hard limit"
+    fi
+    log "open-file limit: $(ulimit -n)"
+    start_cluster
+    local master_pid
+    master_pid=$(<"$cluster_dir/$base_port/redis.pid")
+    log "reference: $connections connections to the redis-server master on $base_port"
+    redis-cli -h "$host" -p "$base_port" config set maxclients $((connections + 100)) >/dev/null
+    python3 "$repo/scripts/conn_memory.py" --host "$host" --port "$base_port" --pid "$master_pid" \
+        --connections "$connections" --command PING --label "redis-server $base_port"
+    if [[ $direct_only == 0 ]]; then
+        start_proxy
+        log "$connections connections to slotway"
+        echo
+        python3 "$repo/scripts/conn_memory.py" --host "$host" --port "$proxy_port" --pid "$proxy_pid" \
+            --connections "$connections" --command GET --label slotway
+    fi
+}
+
+run_throughput() {
+    start_cluster
+    [[ $direct_only == 1 ]] || start_proxy
+    local pipeline n test
+    for pipeline in 1 16; do
+        n=$requests_p1
+        [[ $pipeline == 16 ]] && n=$requests_p16
+        for test in set get; do
+            bench direct "$test" "$pipeline" "$n"
+            [[ $direct_only == 1 ]] || bench proxy "$test" "$pipeline" "$n"
+        done
+    done
+    print_table
+    memtier
+}
+
+preflight
+if [[ $memory == 1 ]]; then
+    run_memory
+else
+    run_throughput
+fi
