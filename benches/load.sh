@@ -127,6 +127,7 @@ start_proxy() {
     log "starting slotway on $host:$proxy_port (log $workdir/slotway.log)"
     "$slotway" --listen "$host:$proxy_port" \
         --seed "$host:$base_port" --seed "$host:$((base_port + 1))" --seed "$host:$((base_port + 2))" \
+        --metrics-listen "$host:$((proxy_port + 1))" ${SLOTWAY_ARGS:-} \
         >"$workdir/slotway.log" 2>&1 &
     proxy_pid=$!
     local i
@@ -208,6 +209,58 @@ print_table() {
     echo
 }
 
+# Multi-key commands through the proxy, against what a cluster client does instead: MGET and
+# MSET of 10 random keys (spread over slots, so the proxy splits and merges them) versus 10
+# pipelined GETs / SETs sent straight to the cluster. Figures are per key.
+run_multikey() {
+    local n=$((requests_p1 / 2)) cmd keys before after line f rate key
+    for cmd in MGET MSET; do
+        keys=()
+        for ((i = 0; i < 10; i++)); do
+            keys+=("key:__rand_int__")
+            [[ $cmd == MSET ]] && keys+=("v")
+        done
+        key="proxy $cmd x10"
+        before=$(cpu_ticks "$proxy_pid")
+        log "$key: redis-benchmark -h $host -p $proxy_port -c $clients -n $n -r $keyspace $cmd (10 keys)"
+        timeout "$run_timeout" redis-benchmark -h "$host" -p "$proxy_port" -c "$clients" -n "$n" -r "$keyspace" \
+            --csv "$cmd" "${keys[@]}" >"$workdir/bench.out" 2>"$workdir/bench.err" </dev/null ||
+            die "redis-benchmark $cmd failed; see $workdir"
+        after=$(cpu_ticks "$proxy_pid")
+        line=$(grep "^\"$cmd" "$workdir/bench.out" | head -n 1)
+        IFS=, read -r -a f <<<"${line//\"/}"
+        rate=${f[1]%.*}
+        rps[$key]=$((rate * 10))
+        p50[$key]=${f[4]}
+        p99[$key]=${f[6]}
+        cpu[$key]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$((n * 10))" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+        local test=get
+        [[ $cmd == MSET ]] && test=set
+        key="direct ${test^^} x10"
+        log "$key: redis-benchmark --cluster -P 10 -t $test"
+        timeout "$run_timeout" redis-benchmark --cluster -h "$host" -p "$base_port" -c "$clients" -n "$((n * 10))" \
+            -P 10 -r "$keyspace" -t "$test" --csv >"$workdir/bench.out" 2>"$workdir/bench.err" </dev/null ||
+            die "redis-benchmark direct $test failed; see $workdir"
+        line=$(grep "^\"${test^^}\"" "$workdir/bench.out")
+        IFS=, read -r -a f <<<"${line//\"/}"
+        rps[$key]=${f[1]%.*}
+    done
+    printf '\nmulti-key: keys per second (proxy: MGET/MSET of 10 keys; direct: 10 pipelined GET/SET)\n\n'
+    printf '| %-10s | %19s | %15s | %6s | %17s | %17s |\n' test "direct keys/s (P10)" "proxy keys/s" ratio \
+        "proxy p50/p99 ms" "proxy CPU us/key"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "------------" "---------------------" "-----------------" "--------" \
+        "-------------------" "-------------------"
+    for cmd in MGET MSET; do
+        local test=GET
+        [[ $cmd == MSET ]] && test=SET
+        local p="proxy $cmd x10" d="direct $test x10"
+        printf '| %-10s | %19s | %15s | %6s | %17s | %17s |\n' "$cmd x10" "${rps[$d]}" "${rps[$p]}" \
+            "$(awk -v a="${rps[$p]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')" \
+            "${p50[$p]}/${p99[$p]}" "${cpu[$p]}"
+    done
+    echo
+}
+
 memtier() {
     command -v memtier_benchmark >/dev/null || { log "memtier_benchmark not installed; skipping it"; return 0; }
     local common=(--protocol=redis -c 10 -t 2 --ratio=1:1 --key-maximum="$keyspace" --test-time=10 --hide-histogram)
@@ -257,6 +310,7 @@ run_throughput() {
         done
     done
     print_table
+    [[ $direct_only == 1 ]] || run_multikey
     memtier
 }
 

@@ -63,6 +63,9 @@ pub struct ConnSettings {
     pub on_failure: Option<mpsc::UnboundedSender<Arc<str>>>,
     /// Pooled, a client's own, or a client's subscriber connection.
     pub kind: ConnKind,
+    /// The node's metrics and reachability, updated as the connection connects, fails and
+    /// answers.
+    pub node: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// What a connection is used for.
@@ -174,20 +177,24 @@ async fn run(
     node_client_id: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(10);
+    let mut track = settings.node.tracker();
     loop {
         match connect(&settings).await {
             Ok((stream, id)) => {
                 node_client_id.store(id.unwrap_or(0), std::sync::atomic::Ordering::Release);
                 backoff = Duration::from_millis(10);
+                let _open = track.connected();
                 tracing::debug!(addr = %settings.addr, "backend connected");
                 match serve(&settings, stream, &mut rx).await {
                     Served::HandlesDropped => return,
                     Served::Failed(why) => {
+                        track.lost();
                         tracing::warn!(addr = %settings.addr, %why, "backend connection lost");
                     }
                 }
             }
             Err(why) => {
+                track.connect_failed();
                 tracing::debug!(addr = %settings.addr, %why, "backend connect failed");
             }
         }
@@ -325,8 +332,12 @@ async fn serve(
     let mut rx_open = true;
     let mut last_read = Instant::now();
     let mut ticker = settings.read_timeout.map(|t| tokio::time::interval(t / 4));
+    let mut meter = settings
+        .node
+        .meter(matches!(settings.kind, ConnKind::Pooled));
 
     let failure = loop {
+        meter.in_flight(inflight.len());
         if !rx_open && (inflight.is_empty() || !matches!(settings.kind, ConnKind::Pooled)) {
             return Served::HandlesDropped;
         }

@@ -38,7 +38,7 @@ pub struct Cli {
     /// How long a request may wait for a failover or CLUSTERDOWN to end, in ms [default: 5000].
     #[arg(long, env = "SLOTWAY_RETRY_TIMEOUT_MS")]
     pub retry_timeout_ms: Option<u64>,
-    /// Runtime worker threads; 0 = one per core [default: 0].
+    /// Runtime worker threads; 0 = one per two cores, at least one [default: 0].
     #[arg(long, env = "SLOTWAY_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Routing of commands the table does not know [default: first-key].

@@ -45,12 +45,14 @@ pub enum Finish {
     Scan {
         /// The master scanned.
         master: usize,
+        /// MATCH pattern the proxy applies itself (to client key names), if any.
+        pattern: Option<bytes::Bytes>,
     },
     /// INFO: the proxy's own sections, with `# Keyspace` summed from the masters' replies.
     Info,
-    /// KEYS, SCAN, RANDOMKEY: map stored key names back to the client's and drop those of
-    /// other databases.
-    Names,
+    /// KEYS, RANDOMKEY: map stored key names back to the client's, drop those of other
+    /// databases, and those not matching the pattern the proxy applies itself, if any.
+    Names(Option<bytes::Bytes>),
     /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
     /// answers NOSCRIPT.
     ScriptLoad(bytes::Bytes),
@@ -84,6 +86,8 @@ pub enum Plan {
         master: usize,
         /// The request to send, with the master's own cursor.
         request: Request,
+        /// MATCH pattern the proxy applies itself, if any.
+        pattern: Option<bytes::Bytes>,
     },
 }
 
@@ -236,7 +240,7 @@ pub fn plan(
             _ => Finish::AsIs,
         };
         let finish = match (spec.name, finish) {
-            ("keys" | "randomkey", Finish::AsIs) => Finish::Names,
+            ("keys" | "randomkey", Finish::AsIs) => Finish::Names(None),
             (_, finish) => finish,
         };
         return Ok(Plan::Fanout {
@@ -346,6 +350,7 @@ pub fn plan_scan(req: &Request, masters: usize) -> Result<Plan, ProxyError> {
     Ok(Plan::Scan {
         master,
         request: Request::from_args(args),
+        pattern: None,
     })
 }
 
@@ -402,7 +407,9 @@ mod tests {
         assert_eq!(c & 1023, 1);
         assert_eq!(c >> SCAN_MASTER_BITS, 12345);
         match plan_of(&["SCAN", &c.to_string(), "MATCH", "x*"]).unwrap() {
-            Plan::Scan { master, request } => {
+            Plan::Scan {
+                master, request, ..
+            } => {
                 assert_eq!(master, 1);
                 assert_eq!(request.arg(1), Some(&b"12345"[..]));
                 assert_eq!(request.arg(3), Some(&b"x*"[..]));

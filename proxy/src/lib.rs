@@ -9,10 +9,12 @@
 //! socket ─▶ session (decode_request, dispatch::plan) ─▶ NodePool conn ─▶ backend task
 //!        ◀─ session (ordered queue, one write)       ◀─ ReplyQueue   ◀─ raw reply frame
 //! topology task: CLUSTER SHARDS ─▶ SlotMap ─▶ ArcSwap<Routes> (read by every session)
+//! admin (hyper, metrics_listen): /metrics /healthz /readyz /topology ◀─ Metrics, Topology
 //! ```
 //!
 //! Start at [`run`]; a request's path is `server` → `session` → `dispatch` → `backend`.
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -20,11 +22,14 @@ pub mod dispatch;
 pub mod error;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 pub mod names;
+pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod slowlog;
 pub mod topology;
 pub mod transaction;
 
@@ -39,37 +44,74 @@ pub use config::Config;
 
 /// How long to wait for the first slot map before accepting clients anyway.
 const STARTUP_MAP_WAIT: Duration = Duration::from_secs(5);
-/// How long in-flight requests get to finish after shutdown is signalled.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the listener and serves until `shutdown` is cancelled, then drains.
 ///
-/// `on_bound` receives the bound address (useful with port 0 in tests).
+/// `on_bound` receives the bound address (useful with port 0 in tests). SIGHUP is not handled;
+/// see [`run_with_reload`].
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     on_bound: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
-    let topology = topology::Topology::new(&config);
+    run_with_reload(config, shutdown, on_bound, None).await
+}
+
+/// [`run`], and on SIGHUP reloads the configuration from `reload` (see [`reload`]).
+///
+/// # Errors
+/// If the client listener or the metrics endpoint cannot be bound.
+pub async fn run_with_reload(
+    config: Config,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(std::net::SocketAddr),
+    reload: Option<reload::Source>,
+) -> std::io::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let topology = topology::Topology::new(&config, metrics.clone());
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let admin = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {at}: {e}")))?,
+        ),
+        None => None,
+    };
     let started = tokio::time::Instant::now();
     while !topology.refresh().await && started.elapsed() < STARTUP_MAP_WAIT {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::spawn(topology.clone().run(shutdown.clone()));
-    let shared = server::Shared::new(config, topology);
+    let shared = server::Shared::new(config, topology, metrics);
     tokio::spawn(learn_redis_version(shared.clone()));
+    if let Some(admin) = admin {
+        let at = admin.local_addr()?;
+        tracing::info!(%at, "metrics endpoint listening (/metrics /healthz /readyz /topology)");
+        tokio::spawn(admin::serve(admin, shared.clone(), shutdown.clone()));
+    }
+    if let Some(source) = reload {
+        reload::watch(shared.clone(), source);
+    }
     tracing::info!(%addr, "slotway listening");
     on_bound(addr);
     let tasks = TaskTracker::new();
-    server::accept_loop(listener, shared, shutdown, tasks.clone()).await;
+    server::accept_loop(listener, shared.clone(), shutdown, tasks.clone()).await;
     tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout: closing remaining client connections");
+    let drain = shared.config.drain_timeout();
+    tracing::info!(
+        clients = tasks.len(),
+        timeout_ms = drain.as_millis() as u64,
+        "stopped accepting; waiting for in-flight requests"
+    );
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            clients = tasks.len(),
+            "drain timeout: closing remaining client connections"
+        );
+    } else {
+        tracing::info!("all client connections closed");
     }
     Ok(())
 }

@@ -50,6 +50,10 @@ pub fn is_local(name: &str) -> bool {
             | "client|no-evict"
             | "client|no-touch"
             | "client|help"
+            | "slowlog|get"
+            | "slowlog|len"
+            | "slowlog|reset"
+            | "slowlog|help"
     )
 }
 
@@ -210,6 +214,9 @@ pub fn answer(
                 },
                 After::Continue,
             ))
+        }
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
+            Ok((shared.slowlog.answer(name, req)?, After::Continue))
         }
         _ => Err(ProxyError::Other(format!(
             "ERR unknown command '{name}' in the proxy's local handler"
@@ -392,9 +399,10 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:10000\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
             shared.stats.clients_open.load(Ordering::Relaxed),
-            shared.stats.blocked.load(Ordering::Relaxed),
+            shared.config.max_clients,
+            shared.metrics.blocked(),
         );
     }
     if want("replication") {
@@ -403,9 +411,10 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:0\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
             shared.stats.clients_accepted.load(Ordering::Relaxed),
             shared.stats.commands.load(Ordering::Relaxed),
+            shared.metrics.clients_rejected(),
         );
     }
     if want("cluster") {
@@ -432,6 +441,7 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             shared.stats.ask.load(Ordering::Relaxed),
             shared.stats.retries.load(Ordering::Relaxed),
         );
+        crate::metrics::write_info(&mut out, shared);
         for (i, shard) in map.shards().iter().enumerate() {
             let _ = write!(
                 out,

@@ -13,16 +13,16 @@ fn main() -> anyhow::Result<()> {
     }
     slotway::logging::init(&config.log_level, config.log_json);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
-        runtime.worker_threads(config.worker_threads);
-    }
+    runtime.worker_threads(config.runtime_threads());
     let runtime = runtime
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // SIGHUP loads the configuration again from the same file, environment and flags.
+    let reload: slotway::reload::Source = Box::new(move || cli.load().map_err(|e| e.to_string()));
     runtime.block_on(async {
         let shutdown = slotway::shutdown::on_signals();
-        slotway::run(config, shutdown, |_| {}).await
+        slotway::run_with_reload(config, shutdown, |_| {}, Some(reload)).await
     })?;
     Ok(())
 }

@@ -134,14 +134,45 @@ pub fn restore_reply(names: &KeyNames, db: u32, name: &str, frame: Frame) -> Fra
     }
 }
 
-/// With `databases: namespaced`: DBSIZE, FLUSHDB, KEYS, SCAN and RANDOMKEY for database `db`.
-/// `None` for other commands.
+/// Keeps only the key names that match `pattern` (if any) in a KEYS or SCAN reply.
+pub fn keep_matching(frame: Frame, name: &str, pattern: Option<&[u8]>) -> Frame {
+    let Some(pattern) = pattern else {
+        return frame;
+    };
+    let keep = |f: &Frame| match f {
+        Frame::Bulk(k) => routing::glob::matches(pattern, k),
+        _ => true,
+    };
+    match (name, frame) {
+        ("keys", Frame::Array(mut items)) => {
+            items.retain(keep);
+            Frame::Array(items)
+        }
+        ("scan", Frame::Array(mut items)) if items.len() == 2 => {
+            if let Some(Frame::Array(mut keys)) = items.pop() {
+                keys.retain(keep);
+                items.push(Frame::Array(keys));
+            }
+            Frame::Array(items)
+        }
+        (_, f) => f,
+    }
+}
+
+/// When client names differ from stored names: KEYS and SCAN fetch the stored names of the
+/// client's database and apply the client's pattern to the client names (a node cannot match
+/// a pattern against names it does not store). With `databases: namespaced` (`namespaced`),
+/// DBSIZE, FLUSHDB and RANDOMKEY see only the client's database too. `None` for other commands.
 pub fn keyspace_plan(
     name: &str,
     req: &Request,
     db: u32,
     masters: usize,
+    namespaced: bool,
 ) -> Option<Result<Plan, ProxyError>> {
+    if !namespaced && !matches!(name, "keys" | "scan") {
+        return None;
+    }
     let pattern = if db > 0 {
         let mut p = db_prefix(db);
         p.push(b'*');
@@ -158,37 +189,52 @@ pub fn keyspace_plan(
             pattern.as_slice(),
         ])),
         merge,
-        finish: Finish::Names,
+        finish: Finish::Names(None),
     };
     Some(Ok(match name {
         "dbsize" => script(COUNT_SCRIPT, Merge::Sum),
         "flushdb" => script(FLUSH_SCRIPT, Merge::AllOk),
         "randomkey" => script(RANDOM_SCRIPT, Merge::AnyNonNil { start: 0 }),
         "keys" => {
-            let mut p = db_prefix(db);
-            p.extend_from_slice(req.arg(1).unwrap_or_default());
+            let mut all = db_prefix(db);
+            all.push(b'*');
             Plan::Fanout {
                 fan: Fan::Masters,
-                request: Some(Request::from_args([b"KEYS".as_slice(), &p])),
+                request: Some(Request::from_args([b"KEYS".as_slice(), &all])),
                 merge: Merge::Concat,
-                finish: Finish::Names,
+                finish: Finish::Names(req.arg_bytes(1)),
             }
         }
-        "scan" if db > 0 => {
-            let prefix = db_prefix(db);
-            let mut args: Vec<Vec<u8>> = req.args().map(<[u8]>::to_vec).collect();
-            match args.iter().position(|a| a.eq_ignore_ascii_case(b"match")) {
-                Some(i) if i + 1 < args.len() => {
-                    let mut p = prefix;
-                    p.extend_from_slice(&args[i + 1]);
-                    args[i + 1] = p;
+        "scan" => {
+            // The client's MATCH is applied by the proxy; the node only narrows to the database.
+            let mut args: Vec<Vec<u8>> = Vec::new();
+            let mut client_pattern = None;
+            let mut i = 0;
+            while let Some(a) = req.arg(i) {
+                if i >= 2 && a.eq_ignore_ascii_case(b"match") && req.arg(i + 1).is_some() {
+                    client_pattern = req.arg_bytes(i + 1);
+                    i += 2;
+                    continue;
                 }
-                _ => {
-                    args.push(b"MATCH".to_vec());
-                    args.push(pattern.clone());
-                }
+                args.push(a.to_vec());
+                i += 1;
             }
-            return Some(dispatch::plan_scan(&Request::from_args(args), masters));
+            if db > 0 {
+                args.push(b"MATCH".to_vec());
+                args.push(pattern.clone());
+            }
+            return Some(
+                dispatch::plan_scan(&Request::from_args(args), masters).map(|plan| match plan {
+                    Plan::Scan {
+                        master, request, ..
+                    } => Plan::Scan {
+                        master,
+                        request,
+                        pattern: client_pattern,
+                    },
+                    other => other,
+                }),
+            );
         }
         _ => return None,
     }))

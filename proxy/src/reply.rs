@@ -104,6 +104,14 @@ impl ReplyQueue {
         std::mem::swap(&mut *items, spare);
     }
 
+    /// Frees the queue's buffer if it is empty (an idle client keeps no capacity).
+    pub fn release(&self) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.is_empty() && items.capacity() > 0 {
+            *items = VecDeque::new();
+        }
+    }
+
     /// Waits until at least one delivery is queued. Cancel safe.
     pub async fn ready(&self) {
         poll_fn(|cx| {

@@ -14,9 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reload::LiveConfig;
+use crate::slowlog::SlowLog;
 use crate::topology::Topology;
 
-/// Counters shown by INFO (and, later, /metrics).
+/// What a client over `max_clients` is told before its connection is closed (Redis's words).
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Counters shown by INFO and /metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Client connections open now.
@@ -38,12 +44,16 @@ pub struct Stats {
 /// State shared by all sessions.
 #[derive(Debug)]
 pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
+    /// The configuration in force (replaced by a SIGHUP reload; see [`LiveConfig`]).
+    pub config: LiveConfig,
     /// Slot map and node pools.
     pub topology: Arc<Topology>,
     /// Counters.
     pub stats: Stats,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// SLOWLOG entries.
+    pub slowlog: SlowLog,
     /// Every connected client's CLIENT LIST line, by client id.
     pub clients: ClientRegistry,
     /// Scripts seen in SCRIPT LOAD.
@@ -124,8 +134,8 @@ pub struct ClientState {
 // === impl Shared ===
 
 impl Shared {
-    /// Creates the shared state.
-    pub fn new(config: Config, topology: Arc<Topology>) -> Arc<Shared> {
+    /// Creates the shared state. `metrics` should be the one `topology` was created with.
+    pub fn new(config: Config, topology: Arc<Topology>, metrics: Arc<Metrics>) -> Arc<Shared> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -133,9 +143,11 @@ impl Shared {
         let run_id = format!("{:040x}", seed ^ (u128::from(std::process::id()) << 64));
         let names = config.key_names();
         Arc::new(Shared {
-            config,
+            slowlog: SlowLog::new(&config.slowlog),
+            config: LiveConfig::new(config),
             topology,
             stats: Stats::default(),
+            metrics,
             clients: ClientRegistry::default(),
             scripts: ScriptCache::default(),
             names,
@@ -253,16 +265,36 @@ pub async fn accept_loop(
                 }
             },
         };
+        let max_clients = shared.config.max_clients;
+        // Counted here, not in the session task, so that a burst cannot overshoot the limit.
+        let open = shared.stats.clients_open.fetch_add(1, Ordering::Relaxed);
+        if max_clients > 0 && open >= max_clients as u64 {
+            shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);
+            shared.metrics.client_rejected();
+            tracing::debug!(client = %peer, max_clients, "max_clients reached: connection refused");
+            tokio::spawn(reject(stream));
+            continue;
+        }
+        shared
+            .stats
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            shared
-                .stats
-                .clients_accepted
-                .fetch_add(1, Ordering::Relaxed);
-            shared.stats.clients_open.fetch_add(1, Ordering::Relaxed);
             crate::session::run(stream, peer, shared.clone(), shutdown).await;
             shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Tells a client over `max_clients` why, and closes its connection gracefully.
+async fn reject(stream: tokio::net::TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    if tokio::io::AsyncWriteExt::write_all(&mut wr, MAX_CLIENTS_REPLY)
+        .await
+        .is_ok()
+    {
+        crate::shutdown::close(&mut rd, &mut wr).await;
     }
 }

@@ -17,6 +17,7 @@
 //! seen it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,8 +66,11 @@ enum Entry {
     /// Answered, as bytes for the client.
     Done(Bytes),
     /// A pub/sub command: sent on the subscriber connection when it reaches the head of the
-    /// queue, so that its confirmations follow the replies to everything before it.
-    Subscribe(Request),
+    /// queue, so that its confirmations follow the replies to everything before it; then it
+    /// waits there for that many confirmations (so that what follows comes after them).
+    Subscribe(Request, usize),
+    /// A pub/sub command sent, waiting for this many more confirmations.
+    Confirming(usize),
 }
 
 /// One request (or part) on its way to a node.
@@ -114,6 +118,8 @@ struct Exec {
 
 struct Session {
     shared: Arc<Shared>,
+    /// Request timing, byte counts, idle timeout, output buffer limit (`metrics::Meter`).
+    meter: crate::metrics::Meter,
     client: ClientState,
     limits: Limits,
     queue: VecDeque<Entry>,
@@ -130,8 +136,13 @@ struct Session {
     tx: Option<transaction::Queued>,
     /// The slot of the keys this client WATCHes (on its own connection 0 to their node).
     watch: Option<Slot>,
-    /// The client's subscriber connection, and how many channels and patterns it holds.
-    subscriber: Option<(BackendConn, i64)>,
+    /// The client's subscriber connection.
+    subscriber: Option<BackendConn>,
+    /// The channels and patterns the client is subscribed to, tracked as Redis tracks them,
+    /// so that RESP2 subscribed mode starts and ends exactly where it would on one node.
+    channels: std::collections::HashSet<Bytes>,
+    /// See `channels`.
+    patterns: std::collections::HashSet<Bytes>,
 }
 
 /// Serves one client until it disconnects, QUITs, sends invalid input, or `shutdown` fires
@@ -147,6 +158,7 @@ pub async fn run(
     let limits = shared.config.protocol_limits();
     let client = ClientState::new(shared.clone(), peer, local);
     let mut session = Session {
+        meter: crate::metrics::Meter::new(&shared, peer),
         shared,
         client,
         limits,
@@ -160,8 +172,11 @@ pub async fn run(
         tx: None,
         watch: None,
         subscriber: None,
+        channels: Default::default(),
+        patterns: Default::default(),
     };
     if let Err(e) = session.serve(stream, shutdown).await {
+        session.meter.io_error();
         tracing::debug!(client = %peer, error = %e, "client connection closed");
     }
 }
@@ -206,40 +221,63 @@ impl Session {
                 held = self.decode_all(&mut rbuf);
             }
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
-                let _ = wr.shutdown().await;
+                // Boxed: its drain buffer would otherwise sit in every idle session's state.
+                Box::pin(crate::shutdown::close(&mut rd, &mut wr)).await;
                 return Ok(());
             }
             let can_read = !self.closing
                 && self.queue.len() < max_pipeline
                 && self.wbuf.len() < OUTPUT_HIGH_WATER;
-            if can_read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
-                let more = if rbuf.is_empty() {
-                    READ_CHUNK
-                } else {
-                    rbuf.len().max(16 * 1024)
-                };
-                rbuf.reserve(more);
-            }
             tokio::select! {
                 biased;
                 () = self.replies.ready() => self.take_replies(),
-                r = rd.read_buf(&mut rbuf), if can_read => {
-                    if r? == 0 {
-                        self.closing = true;
-                    } else {
-                        held = self.decode_all(&mut rbuf);
+                // Wait for data before taking a buffer, so that an idle client holds none.
+                r = rd.readable(), if can_read => {
+                    r?;
+                    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                        let more = if rbuf.is_empty() {
+                            READ_CHUNK
+                        } else {
+                            rbuf.len().max(16 * 1024)
+                        };
+                        rbuf.reserve(more);
+                    }
+                    // One poll of `read_buf`, not `try_read_buf`: a short read then clears the
+                    // socket's readiness, which saves a `recv` that would only say EAGAIN.
+                    let read = std::pin::pin!(rd.read_buf(&mut rbuf));
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    if let std::task::Poll::Ready(r) = read.poll(&mut cx) {
+                        if self.meter.read(r?) == 0 {
+                            self.closing = true;
+                        } else {
+                            held = self.decode_all(&mut rbuf);
+                        }
                     }
                 }
                 r = wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
-                    r?;
+                    self.meter.wrote(r?);
                 }
-                () = &mut cancelled, if !self.closing => self.closing = true,
+                () = &mut cancelled, if !self.closing => {
+                    // Answer what the client has already sent before closing (shutdown.rs).
+                    crate::shutdown::read_buffered(&rd, &mut rbuf);
+                    while self.decode_all(&mut rbuf) && self.queue.len() < max_pipeline {}
+                    self.closing = true;
+                }
+                () = self.meter.idle(), if self.queue.is_empty() && self.subscriber.is_none() && !self.closing => self.closing = true,
             }
             self.flush_ready();
+            if self.meter.output_exceeded(self.wbuf.len()) {
+                return Ok(());
+            }
             if self.queue.is_empty() && self.wbuf.is_empty() && rbuf.is_empty() {
-                // Idle: hold no buffers, so that thousands of idle clients cost little.
+                // Idle: hold no buffers, so that thousands of idle clients cost little (the
+                // price is a few small allocations when the client speaks again).
                 rbuf = BytesMut::new();
                 self.wbuf = BytesMut::new();
+                self.queue = VecDeque::new();
+                self.spare = VecDeque::new();
+                self.replies.release();
+                self.meter.release();
             }
         }
     }
@@ -274,6 +312,7 @@ impl Session {
     fn start(&mut self, req: Request) {
         self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
         let spec = routing::lookup(req.name(), req.arg(1));
+        self.meter.start(self.next_seq(), spec, req.raw());
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
@@ -298,10 +337,9 @@ impl Session {
         }
         let masters = self.shared.topology.routes().masters().len();
         let namespaced = self.shared.config.databases == Databases::Namespaced;
-        let plan = match spec
-            .filter(|_| namespaced)
-            .and_then(|spec| names::keyspace_plan(spec.name, &req, self.client.db, masters))
-        {
+        let plan = match spec.filter(|_| renaming).and_then(|spec| {
+            names::keyspace_plan(spec.name, &req, self.client.db, masters, namespaced)
+        }) {
             Some(plan) => plan,
             None => dispatch::plan(&req, spec, &self.shared.config, masters),
         };
@@ -369,9 +407,13 @@ impl Session {
                 Some(kind) => self.start_pop(kind, &req),
                 None => self.fail_new(ProxyError::CrossSlot("?")),
             },
-            Plan::Scan { master, request } => {
+            Plan::Scan {
+                master,
+                request,
+                pattern,
+            } => {
                 let parts = vec![(Pending::new(request, Target::Master(master)), None)];
-                self.start_gather(req, parts, Merge::Concat, Finish::Scan { master });
+                self.start_gather(req, parts, Merge::Concat, Finish::Scan { master, pattern });
             }
         }
     }
@@ -385,6 +427,7 @@ impl Session {
     ) {
         let seq = self.next_seq();
         let n = parts.len();
+        self.meter.fanout(seq, n);
         self.queue.push_back(Entry::Gather(Box::new(Gather {
             req,
             parts,
@@ -428,6 +471,9 @@ impl Session {
             Some((payload, frames)) => (payload.clone(), *frames),
             None => (p.req.raw().clone(), 1),
         };
+        if matches!(target, Target::Blocking(_)) {
+            self.meter.block(seq);
+        }
         let reply = ReplyTo::Session {
             queue: self.replies.clone(),
             seq,
@@ -535,6 +581,11 @@ impl Session {
             return false;
         };
         let max_redirects = self.shared.config.max_redirects;
+        if let Some(kind) = crate::metrics::RedirectKind::of(text) {
+            let target = self.pending_mut(seq, part).map(|p| p.target);
+            let node = target.map_or_else(String::new, |t| self.node_name(t));
+            self.shared.metrics.redirect(kind, &node);
+        }
         if let Some(redirect) = Redirect::parse(text) {
             let Some(p) = self.pending_mut(seq, part) else {
                 return false;
@@ -692,12 +743,13 @@ impl Session {
             }
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
             Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
-            Entry::Done(_) | Entry::Subscribe(_) => {}
+            Entry::Done(_) | Entry::Subscribe(..) | Entry::Confirming(_) => {}
         }
     }
 
     /// Merges a gathered entry's parts into the client's reply.
     fn finish_gather(&mut self, idx: usize) -> Bytes {
+        let renaming = self.renaming();
         let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
             return Bytes::new();
         };
@@ -717,19 +769,23 @@ impl Session {
         }
         let frame = match &g.finish {
             Finish::AsIs => g.merge.merge(frames),
-            Finish::Scan { master } => {
+            Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();
                 let reply = scan_reply(frames, *master, masters);
-                if self.renaming() {
-                    names::restore_reply(&self.shared.names, self.client.db, "scan", reply)
+                if renaming {
+                    let reply =
+                        names::restore_reply(&self.shared.names, self.client.db, "scan", reply);
+                    names::keep_matching(reply, "scan", pattern.as_deref())
                 } else {
                     reply
                 }
             }
-            Finish::Names => {
+            Finish::Names(pattern) => {
                 let merged = g.merge.merge(frames);
                 let name = routing::lookup(g.req.name(), None).map_or("", |s| s.name);
-                names::restore_reply(&self.shared.names, self.client.db, name, merged)
+                let restored =
+                    names::restore_reply(&self.shared.names, self.client.db, name, merged);
+                names::keep_matching(restored, name, pattern.as_deref())
             }
             Finish::Info => {
                 let req = g.req.clone();
@@ -751,6 +807,7 @@ impl Session {
         let (frame, close) = e.reply();
         self.push_done(encode(&frame, self.client.version));
         if close == Close::Yes {
+            self.meter.protocol_error();
             self.closing = true;
         }
     }
@@ -758,6 +815,7 @@ impl Session {
     fn push_done(&mut self, bytes: Bytes) {
         if self.queue.is_empty() {
             self.wbuf.extend_from_slice(&bytes);
+            self.meter.done(self.head_seq, &bytes, &self.client);
             self.head_seq += 1;
         } else {
             self.queue.push_back(Entry::Done(bytes));
@@ -771,12 +829,15 @@ impl Session {
                 Some(Entry::Done(_)) => {
                     if let Some(Entry::Done(bytes)) = self.queue.pop_front() {
                         self.wbuf.extend_from_slice(&bytes);
+                        self.meter.done(self.head_seq, &bytes, &self.client);
                     }
                 }
-                Some(Entry::Subscribe(_)) => {
-                    if let Some(Entry::Subscribe(req)) = self.queue.pop_front() {
+                Some(Entry::Subscribe(..)) => {
+                    if let Some(Entry::Subscribe(req, n)) = self.queue.pop_front() {
+                        self.queue.push_front(Entry::Confirming(n));
                         self.send_subscriber(req);
                     }
+                    return;
                 }
                 _ => return,
             }
@@ -808,34 +869,55 @@ impl Session {
     /// Is the client in RESP2 subscribed mode (only pub/sub commands, PING, QUIT, RESET)?
     fn is_subscribed_resp2(&self) -> bool {
         self.client.version == protocol::Version::Resp2
-            && self.subscriber.as_ref().is_some_and(|(_, n)| *n > 0)
+            && !(self.channels.is_empty() && self.patterns.is_empty())
     }
 
     /// SUBSCRIBE and friends, and the RESP2 subscribed-mode rules. Returns true if handled.
     fn pubsub_command(&mut self, name: &str, req: &Request) -> bool {
-        match name {
-            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
-                self.queue.push_back(Entry::Subscribe(req.clone()));
-                true
+        let args = || req.args().skip(1).map(Bytes::copy_from_slice);
+        let confirmations = match name {
+            "subscribe" => {
+                self.channels.extend(args());
+                req.len() - 1
             }
-            "ping" if self.is_subscribed_resp2() => {
-                self.queue.push_back(Entry::Subscribe(req.clone()));
-                true
+            "psubscribe" => {
+                self.patterns.extend(args());
+                req.len() - 1
             }
+            "unsubscribe" if req.len() > 1 => {
+                args().for_each(|c| {
+                    self.channels.remove(&c);
+                });
+                req.len() - 1
+            }
+            "unsubscribe" => std::mem::take(&mut self.channels).len().max(1),
+            "punsubscribe" if req.len() > 1 => {
+                args().for_each(|p| {
+                    self.patterns.remove(&p);
+                });
+                req.len() - 1
+            }
+            "punsubscribe" => std::mem::take(&mut self.patterns).len().max(1),
+            "ping" if self.is_subscribed_resp2() => 1,
             "quit" | "reset" => {
                 if name == "reset" {
                     self.subscriber = None;
+                    self.channels.clear();
+                    self.patterns.clear();
                 }
-                false
+                return false;
             }
             _ if self.is_subscribed_resp2() => {
                 self.fail_new(ProxyError::Other(format!(
                     "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
                 )));
-                true
+                return true;
             }
-            _ => false,
-        }
+            _ => return false,
+        };
+        self.queue
+            .push_back(Entry::Subscribe(req.clone(), confirmations));
+        true
     }
 
     /// Sends a pub/sub command on the subscriber connection (opened on first use, to the
@@ -848,12 +930,15 @@ impl Session {
                 let (frame, _) = ProxyError::SlotNotServed(0).reply();
                 self.wbuf
                     .extend_from_slice(&encode(&frame, self.client.version));
+                // Nothing will confirm it: the error is its answer.
+                self.queue.pop_front();
+                self.head_seq += 1;
                 return;
             };
             let conn = pool.subscriber(self.client.version, self.replies.clone());
-            self.subscriber = Some((conn, 0));
+            self.subscriber = Some(conn);
         }
-        if let Some((conn, _)) = &self.subscriber {
+        if let Some(conn) = &self.subscriber {
             conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
         }
     }
@@ -874,20 +959,26 @@ impl Session {
             }
         };
         let mut buf = BytesMut::from(&frame[..]);
-        if let Ok(Some(Frame::Array(items) | Frame::Push(items))) =
-            protocol::decode(&mut buf, &Limits::default())
-        {
-            if let (Some(Frame::Bulk(kind)), Some(Frame::Integer(n))) =
-                (items.first(), items.get(2))
-            {
-                if kind.ends_with(b"subscribe") {
-                    if let Some((_, count)) = &mut self.subscriber {
-                        *count = *n;
-                    }
+        let confirmation = match protocol::decode(&mut buf, &Limits::default()) {
+            Ok(Some(Frame::Array(items) | Frame::Push(items))) => matches!(
+                items.first(),
+                Some(Frame::Bulk(kind)) if kind.ends_with(b"subscribe") || kind.as_ref() == b"pong"
+            ),
+            _ => false,
+        };
+        // Messages are written at once (out of band); a confirmation answers the pub/sub
+        // command waiting at the head of the queue.
+        self.wbuf.extend_from_slice(&frame);
+        if confirmation {
+            if let Some(Entry::Confirming(n)) = self.queue.front_mut() {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.queue.pop_front();
+                    self.head_seq += 1;
+                    self.flush_ready();
                 }
             }
         }
-        self.wbuf.extend_from_slice(&frame);
     }
 }
 
@@ -1041,7 +1132,12 @@ impl Session {
                 "EXECABORT Transaction discarded because of previous errors.".to_string(),
             ));
         }
-        let groups = transaction::group(&queued, watched);
+        let routes = self.shared.topology.routes();
+        let publish_node = routes.masters().first().map(|p| p.addr().clone());
+        let groups = transaction::group(&queued, watched, |slot| {
+            routes.master_for(slot).map(|p| p.addr()) == publish_node.as_ref()
+        });
+        drop(routes);
         let keyed = groups.iter().filter(|g| g.slot.is_some()).count();
         if keyed > 1 && self.shared.config.cross_slot_transactions == CrossSlotTransactions::Refuse
         {

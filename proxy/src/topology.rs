@@ -11,6 +11,11 @@
 //! one runs are folded into the next. After a connection failure the task polls every 100 ms
 //! until the failed node is no longer a master in the map (its replica was promoted) or it
 //! comes back, so a promoted replica is served within a fraction of a second.
+//!
+//! Each node's reachability ([`NodeState`], kept in its [`NodeMetrics`]) is set by its
+//! connections as they connect or fail, and by a prober task that PINGs every master that is not
+//! known to be up (every second) and all masters every refresh interval. [`Topology::readiness`]
+//! (`/readyz`) reads it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,11 +33,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendConn, ConnSettings};
 use crate::config::Config;
+use crate::metrics::{Metrics, NodeMetrics, NodeState};
 
 /// Fast polling after a node failure lasts at most this long.
 const FAST_POLL_WINDOW: Duration = Duration::from_secs(60);
 /// Interval of fast polling.
 const FAST_POLL: Duration = Duration::from_millis(100);
+/// Probe interval while a master is not known to be up.
+const PROBE_DOWN: Duration = Duration::from_secs(1);
 
 /// Pooled connections to one node, one small pool per protocol version (created on first use:
 /// replies are forwarded raw, so a RESP3 client needs a RESP3 connection).
@@ -61,22 +69,33 @@ pub struct Routes {
 pub struct Topology {
     routes: ArcSwap<Routes>,
     pools: Mutex<HashMap<Arc<str>, Arc<NodePool>>>,
-    seeds: Vec<String>,
-    base: ConnSettings,
-    pool_size: usize,
-    refresh_interval: Duration,
+    /// Replaced by [`Topology::reconfigure`]; read when a pool is created or a refresh starts.
+    settings: Mutex<Settings>,
+    metrics: Arc<Metrics>,
     wake: Notify,
+    /// Wakes the prober (the masters changed).
+    probe_now: Notify,
     failures_tx: mpsc::UnboundedSender<Arc<str>>,
     failures_rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
     refreshes: std::sync::atomic::AtomicU64,
 }
 
+/// The reloadable part of the topology's configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    seeds: Vec<String>,
+    base: ConnSettings,
+    pool_size: usize,
+    refresh_interval: Duration,
+}
+
 // === impl NodePool ===
 
 impl NodePool {
-    fn new(addr: Arc<str>, base: &ConnSettings, size: usize) -> NodePool {
+    fn new(addr: Arc<str>, base: &ConnSettings, size: usize, node: Arc<NodeMetrics>) -> NodePool {
         let settings = ConnSettings {
             addr: addr.clone(),
+            node,
             ..base.clone()
         };
         NodePool {
@@ -90,6 +109,11 @@ impl NodePool {
     /// `host:port` of the node.
     pub fn addr(&self) -> &Arc<str> {
         &self.addr
+    }
+
+    /// The node's metrics and reachability.
+    pub fn health(&self) -> &Arc<NodeMetrics> {
+        &self.settings.node
     }
 
     /// The pooled connection for a client: always the same one for the same `client_id`, so
@@ -195,29 +219,17 @@ impl Routes {
 
 impl Topology {
     /// Creates the topology with an empty map. Call [`Topology::run`] to fill and refresh it.
-    pub fn new(config: &Config) -> Arc<Topology> {
+    /// Node metrics are registered in `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Arc<Topology> {
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
-        let auth = config
-            .backend_password
-            .clone()
-            .map(|p| (config.backend_username.clone(), p));
-        let base = ConnSettings {
-            addr: Arc::from(""),
-            version: Version::Resp2,
-            connect_timeout: config.connect_timeout(),
-            read_timeout: config.read_timeout(),
-            auth,
-            on_failure: Some(failures_tx.clone()),
-            kind: crate::backend::ConnKind::Pooled,
-        };
+        let settings = Settings::new(config, &failures_tx);
         Arc::new(Topology {
             routes: ArcSwap::from_pointee(Routes::empty()),
             pools: Mutex::new(HashMap::new()),
-            seeds: config.seeds.clone(),
-            base,
-            pool_size: config.backend_connections,
-            refresh_interval: config.refresh_interval(),
+            settings: Mutex::new(settings),
+            metrics,
             wake: Notify::new(),
+            probe_now: Notify::new(),
             failures_tx,
             failures_rx: Mutex::new(Some(failures_rx)),
             refreshes: Default::default(),
@@ -263,9 +275,143 @@ impl Topology {
             return p.clone();
         }
         let addr: Arc<str> = Arc::from(addr);
-        let pool = Arc::new(NodePool::new(addr.clone(), &self.base, self.pool_size));
+        let settings = self.settings();
+        let node = self.metrics.node(&addr);
+        let pool = Arc::new(NodePool::new(
+            addr.clone(),
+            &settings.base,
+            settings.pool_size,
+            node,
+        ));
         pools.insert(addr, pool.clone());
         pool
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a reloaded configuration: seeds and refresh interval at once; if the connection
+    /// settings (timeouts, credentials, pool size) changed, every pool is replaced: new
+    /// requests use new connections, and the old ones close once their requests are answered.
+    /// Returns true if the pools were replaced.
+    pub fn reconfigure(&self, config: &Config) -> bool {
+        let replace = {
+            let mut current = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            let new = Settings::new(config, &self.failures_tx);
+            let replace = !new.same_connections(&current);
+            *current = new;
+            replace
+        };
+        if replace {
+            self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let current = self.routes.load_full();
+            let routes = self.build(current.map.clone(), current.fetched_at);
+            self.routes.store(Arc::new(routes));
+        }
+        // The refresh interval may have changed.
+        self.wake.notify_one();
+        replace
+    }
+
+    /// Why the proxy should not receive traffic (`/readyz`), or `Ok` if the slot map covers all
+    /// 16384 slots and every master is reachable.
+    pub fn readiness(&self) -> Result<(), String> {
+        let routes = self.routes.load();
+        if routes.masters.is_empty() {
+            return Err("no slot map yet: no cluster node has answered".to_string());
+        }
+        if !routes.map.is_complete() {
+            return Err(format!(
+                "the slot map covers {} of 16384 slots",
+                crate::metrics::slots_covered(&routes.map)
+            ));
+        }
+        let down: Vec<String> = routes
+            .masters
+            .iter()
+            .filter(|p| p.health().state() != NodeState::Up)
+            .map(|p| format!("{} ({})", p.addr, p.health().state().label()))
+            .collect();
+        if !down.is_empty() {
+            return Err(format!("masters not reachable: {}", down.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// (masters known to be up, masters in the slot map).
+    pub fn masters_up(&self) -> (usize, usize) {
+        let routes = self.routes.load();
+        let up = routes
+            .masters
+            .iter()
+            .filter(|p| p.health().state() == NodeState::Up)
+            .count();
+        (up, routes.masters.len())
+    }
+
+    /// The replicas' pools, shard by shard (for `/topology`).
+    pub fn replica_pools(&self) -> Vec<Arc<NodePool>> {
+        self.routes.load().replicas.clone()
+    }
+
+    /// PINGs masters until `shutdown`: those not known to be up every second, all of them every
+    /// refresh interval, and new ones as soon as they appear in the map.
+    async fn probe_masters(self: Arc<Topology>, shutdown: CancellationToken) {
+        let mut last_full: Option<Instant> = None;
+        loop {
+            let settings = self.settings();
+            let full = last_full.is_none_or(|t| t.elapsed() >= settings.refresh_interval);
+            if full {
+                last_full = Some(Instant::now());
+            }
+            let routes = self.routes.load_full();
+            let mut probes = tokio::task::JoinSet::new();
+            for pool in routes.masters.iter() {
+                if full || pool.health().state() != NodeState::Up {
+                    let (pool, base) = (pool.clone(), settings.base.clone());
+                    probes.spawn(async move {
+                        let result = ping(&pool.addr, &base).await;
+                        (pool, result)
+                    });
+                }
+            }
+            while let Some(done) = probes.join_next().await {
+                let Ok((pool, result)) = done else { continue };
+                let before = pool.health().state();
+                match result {
+                    Ok(()) => {
+                        if before == NodeState::Down {
+                            tracing::info!(node = %pool.addr, "master reachable again");
+                        }
+                        pool.health().set_state(NodeState::Up);
+                    }
+                    Err(why) => {
+                        if before != NodeState::Down {
+                            tracing::warn!(node = %pool.addr, %why, "master unreachable");
+                        }
+                        pool.health().set_state(NodeState::Down);
+                    }
+                }
+            }
+            let all_up = routes
+                .masters
+                .iter()
+                .all(|p| p.health().state() == NodeState::Up);
+            let wait = if all_up {
+                settings.refresh_interval
+            } else {
+                PROBE_DOWN
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.probe_now.notified() => {}
+            }
+        }
     }
 
     fn build(&self, map: SlotMap, fetched_at: Instant) -> Routes {
@@ -294,14 +440,16 @@ impl Topology {
         for shard in current.map.shards() {
             candidates.extend(shard.replicas.iter().cloned());
         }
-        candidates.extend(self.seeds.iter().cloned());
+        let settings = self.settings();
+        candidates.extend(settings.seeds.iter().cloned());
         let mut seen = HashSet::new();
         candidates.retain(|c| seen.insert(c.clone()));
         for addr in candidates {
-            match fetch_slot_map(&addr, &self.base).await {
+            match fetch_slot_map(&addr, &settings.base).await {
                 Ok(map) => {
                     self.refreshes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.refreshed(true);
                     if map != current.map || current.masters.is_empty() {
                         tracing::info!(
                             from = %addr,
@@ -310,6 +458,7 @@ impl Topology {
                             "slot map updated"
                         );
                         self.routes.store(Arc::new(self.build(map, Instant::now())));
+                        self.probe_now.notify_one();
                     } else {
                         let routes = Routes {
                             map,
@@ -325,6 +474,7 @@ impl Topology {
             }
         }
         tracing::warn!("no cluster node answered the slot map query");
+        self.metrics.refreshed(false);
         false
     }
 
@@ -339,6 +489,7 @@ impl Topology {
         else {
             return;
         };
+        tokio::spawn(self.clone().probe_masters(shutdown.clone()));
         let mut failed: HashMap<Arc<str>, Instant> = HashMap::new();
         let mut last = Instant::now();
         loop {
@@ -348,7 +499,7 @@ impl Topology {
             } else if self.routes.load().masters.is_empty() {
                 Duration::from_millis(200)
             } else {
-                self.refresh_interval
+                self.settings().refresh_interval
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -375,6 +526,78 @@ impl Topology {
             });
         }
     }
+}
+
+// === impl Settings ===
+
+impl Settings {
+    fn new(config: &Config, failures: &mpsc::UnboundedSender<Arc<str>>) -> Settings {
+        let auth = config
+            .backend_password
+            .clone()
+            .map(|p| (config.backend_username.clone(), p));
+        let base = ConnSettings {
+            addr: Arc::from(""),
+            version: Version::Resp2,
+            connect_timeout: config.connect_timeout(),
+            read_timeout: config.read_timeout(),
+            auth,
+            on_failure: Some(failures.clone()),
+            kind: crate::backend::ConnKind::Pooled,
+            node: NodeMetrics::detached(""),
+        };
+        Settings {
+            seeds: config.seeds.clone(),
+            base,
+            pool_size: config.backend_connections,
+            refresh_interval: config.refresh_interval(),
+        }
+    }
+
+    /// True if connections made with `self` and `other` would be the same.
+    fn same_connections(&self, other: &Settings) -> bool {
+        self.pool_size == other.pool_size
+            && self.base.connect_timeout == other.base.connect_timeout
+            && self.base.read_timeout == other.base.read_timeout
+            && self.base.auth == other.base.auth
+    }
+}
+
+/// Connects to `addr`, authenticates if configured, and expects `PONG` to `PING`.
+async fn ping(addr: &str, base: &ConnSettings) -> Result<(), String> {
+    let io = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut expect = 1;
+        if let Some((user, pass)) = &base.auth {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = user {
+                args.push(user.as_bytes());
+            }
+            args.push(pass.as_bytes());
+            out.extend_from_slice(protocol::Request::from_args(args).raw());
+            expect += 1;
+        }
+        out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(256);
+        let limits = Limits::default();
+        while expect > 0 {
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed".to_string());
+            }
+            while let Some(f) = protocol::decode(&mut buf, &limits).map_err(|e| e.to_string())? {
+                if let Frame::Error(e) = f {
+                    return Err(String::from_utf8_lossy(&e).into_owned());
+                }
+                expect -= 1;
+            }
+        }
+        Ok::<_, String>(())
+    };
+    tokio::time::timeout(base.connect_timeout * 2, io)
+        .await
+        .map_err(|_| "timeout".to_string())?
 }
 
 /// Asks one node for the slot map on a short-lived connection: `CLUSTER SHARDS`, or

@@ -53,8 +53,10 @@ const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 /// Groups the queued commands by slot. `watched` is the slot of the watched keys, if any: its
-/// group comes first (even if empty: `MULTI EXEC` still checks the watched keys).
-pub fn group(queued: &Queued, watched: Option<Slot>) -> Vec<Group> {
+/// group comes first (even if empty: `MULTI EXEC` still checks the watched keys). Keyless
+/// commands join the first group whose slot `prefer`s them (the one on the node where PUBLISH
+/// counts subscribers), else the first group.
+pub fn group(queued: &Queued, watched: Option<Slot>, prefer: impl Fn(Slot) -> bool) -> Vec<Group> {
     let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
     if let Some(w) = watched {
         groups.push((Some(w), Vec::new()));
@@ -72,9 +74,13 @@ pub fn group(queued: &Queued, watched: Option<Slot>) -> Vec<Group> {
     if groups.is_empty() {
         groups.push((None, Vec::new()));
     }
-    if let Some((_, first)) = groups.first_mut() {
-        first.extend(keyless);
-        first.sort_unstable();
+    let home = groups
+        .iter()
+        .position(|(slot, _)| slot.is_some_and(&prefer))
+        .unwrap_or(0);
+    if let Some((_, positions)) = groups.get_mut(home) {
+        positions.extend(keyless);
+        positions.sort_unstable();
     }
     groups
         .into_iter()
@@ -160,7 +166,7 @@ mod tests {
             (&["PUBLISH", "c", "m"], None),
             (&["ZCARD", "unacked_index"], Some(10)),
         ]);
-        let groups = group(&queued, None);
+        let groups = group(&queued, None, |_| false);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].positions, vec![0, 2, 3]);
         assert_eq!(groups[1].positions, vec![1]);
@@ -171,11 +177,11 @@ mod tests {
     #[test]
     fn watched_slot_runs_first_even_when_empty() {
         let queued = q(&[(&["LPUSH", "q", "m"], Some(5))]);
-        let groups = group(&queued, Slot::new(9));
+        let groups = group(&queued, Slot::new(9), |_| false);
         assert_eq!(groups.len(), 2);
         assert!(groups[0].watched && groups[0].positions.is_empty());
         assert_eq!(&groups[0].payload[..], [MULTI, EXEC].concat().as_slice());
-        let empty = group(&Queued::default(), None);
+        let empty = group(&Queued::default(), None, |_| false);
         assert_eq!(empty.len(), 1);
     }
 

@@ -18,6 +18,7 @@
 
 pub mod command;
 mod command_table;
+pub mod glob;
 pub mod keys;
 pub mod names;
 mod redirect;

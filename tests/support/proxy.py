@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -58,7 +59,9 @@ class SlotwayProxy(Endpoint):
         self.seeds = list(seeds)
         self.extra_args = list(extra_args)
         self.port = allocate_port()
-        self.metrics_port = allocate_port() if metrics else None
+        # Every proxy gets its own metrics port: the default (9121) would collide between
+        # proxies running side by side. ``metrics`` is kept for callers that say they need it.
+        self.metrics_port = allocate_port()
         self.log_path = log_dir / f"{name}-{self.port}.log"
         self.env = {**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1", **(env or {})}
         self.proc = None
@@ -71,6 +74,9 @@ class SlotwayProxy(Endpoint):
             args += ["--seed", seed]
         if self.metrics_port:
             args += ["--metrics-listen", f"{self.host}:{self.metrics_port}"]
+        else:
+            # The default endpoint (127.0.0.1:9121) would clash between proxies running at once.
+            args += ["--metrics-listen", "off"]
         return args + self.extra_args
 
     @property
@@ -117,11 +123,22 @@ class SlotwayProxy(Endpoint):
 
     def metrics(self) -> str:
         """The Prometheus text from ``--metrics-listen`` (start with ``metrics=True``)."""
+        status, body = self.http("/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}: {body}")
+        return body
+
+    def http(self, path: str, method: str = "GET") -> tuple[int, str]:
+        """``(status, body)`` of a request to the metrics endpoint (``metrics=True``)."""
         if not self.metrics_port:
             raise RuntimeError("proxy was started without metrics=True")
-        url = f"http://{self.host}:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
+        url = f"http://{self.host}:{self.metrics_port}{path}"
+        request = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
 
 class ProxyLauncher:

@@ -1,0 +1,385 @@
+"""Stateful sessions (issue 4): transactions, WATCH, blocking pops across slots, pub/sub,
+co-location rules and namespaced databases.
+
+Where one node is the reference, the same commands run against a standalone
+redis-server and the replies are compared.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+from test_core import spread_keys
+
+
+def raw_compare(proxy, standalone, payload: bytes, timeout: float = 1.0):
+    mine = proxy.raw(payload, timeout=timeout)
+    theirs = standalone.raw(payload, timeout=timeout)
+    assert mine == theirs, f"\nproxy:      {mine!r}\nstandalone: {theirs!r}"
+
+
+@pytest.fixture
+def clean(cluster, standalone):
+    cluster.flushall()
+    standalone.client().flushall()
+
+
+# -- transactions --------------------------------------------------------------------------
+
+
+def test_same_slot_transactions_are_exactly_redis(proxy, standalone, clean):
+    payload = (
+        b"MULTI\r\nSET {u}a 1\r\nINCR {u}a\r\nLPUSH {u}a x\r\nGET {u}a\r\nEXEC\r\n"  # WRONGTYPE inside
+        b"MULTI\r\nSET {u}b 1\r\nNOSUCHCMD\r\nGET {u}b\r\nEXEC\r\nGET {u}b\r\n"  # EXECABORT
+        b"MULTI\r\nMULTI\r\nDISCARD\r\nEXEC\r\nDISCARD\r\n"
+        b"MULTI\r\nGET\r\nEXEC\r\n"  # arity error at queue time
+        b"MULTI\r\nPING\r\nECHO hi\r\nEXEC\r\n"
+        b"MULTI\r\nEXEC\r\n"
+    )
+    # The unknown command is refused at queue time only when the proxy refuses unknown
+    # commands; by default it is sent on, so compare the rest byte for byte.
+    raw_compare(proxy, standalone, payload.replace(b"NOSUCHCMD\r\n", b"GET\r\n"))
+
+
+def test_cross_slot_transaction_runs_per_slot_group(proxy, cluster, clean):
+    c = proxy.client()
+    assert cluster.keyslot("unacked") != cluster.keyslot("unacked_index")
+    pipe = c.pipeline(transaction=True)
+    pipe.zadd("unacked_index", {"tag1": 1.5})
+    pipe.hset("unacked", "tag1", "message")
+    pipe.publish("no-one", "x")
+    pipe.zscore("unacked_index", "tag1")
+    pipe.llen("q")
+    pipe.llen("q\x06\x163")
+    assert pipe.execute() == [1, 1, 0, 1.5, 0, 0]
+    # Applied on the cluster, each in its own slot.
+    direct = cluster.cluster_client()
+    assert direct.hget("unacked", "tag1") == "message"
+    assert direct.zscore("unacked_index", "tag1") == 1.5
+
+
+def test_cross_slot_transaction_can_be_refused(proxy_factory, cluster, clean):
+    proxy = proxy_factory("--cross-slot-transactions", "refuse")
+    c = proxy.client()
+    pipe = c.pipeline(transaction=True)
+    pipe.set("refuse:a", 1)
+    pipe.set("refuse:b", 2)
+    with pytest.raises(redis.ResponseError, match="cross_slot_transactions is refuse"):
+        pipe.execute()
+    assert c.exists("refuse:a", "refuse:b") == 0
+    pipe = c.pipeline(transaction=True)
+    pipe.set("{r}a", 1)
+    pipe.incr("{r}a")
+    assert pipe.execute() == [True, 2]
+
+
+def test_watch_aborts_exec_when_the_key_changes(proxy, clean):
+    c, other = proxy.client(), proxy.client()
+    c.hset("unacked", "t", "m")
+    c.zadd("unacked_index", {"t": 1})
+    # kombu's restore: WATCH unacked; HGET; MULTI; ZREM; HDEL; LPUSH queue; EXEC.
+    with c.pipeline(transaction=True) as pipe:
+        pipe.watch("unacked")
+        assert pipe.hget("unacked", "t") == "m"
+        pipe.multi()
+        pipe.zrem("unacked_index", "t")
+        pipe.hdel("unacked", "t")
+        pipe.lpush("celery", "m")
+        assert pipe.execute() == [1, 1, 1]
+    assert c.lrange("celery", 0, -1) == ["m"]
+    # Someone changes the watched key: EXEC answers nil and nothing runs anywhere.
+    c.hset("unacked", "t2", "m2")
+    with c.pipeline(transaction=True) as pipe:
+        pipe.watch("unacked")
+        pipe.hget("unacked", "t2")
+        other.hset("unacked", "t2", "changed")
+        pipe.multi()
+        pipe.hdel("unacked", "t2")
+        pipe.lpush("celery", "m2")
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert c.hget("unacked", "t2") == "changed"
+    assert c.lrange("celery", 0, -1) == ["m"]
+
+
+def test_watch_across_slots_is_refused_and_unwatch_works(proxy, clean):
+    reply = proxy.raw(b"WATCH wa wb\r\n", expect=b"\r\n")
+    assert reply.startswith(b"-CROSSSLOT WATCH keys must all hash to one slot")
+    reply = proxy.raw(b"WATCH {w}a\r\nUNWATCH\r\nMULTI\r\nSET {w}a 1\r\nEXEC\r\n", expect=b"*1\r\n+OK\r\n")
+    assert reply == b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
+    reply = proxy.raw(b"MULTI\r\nWATCH x\r\nEXEC\r\n", expect=b"previous errors.\r\n")
+    assert reply.endswith(b"-EXECABORT Transaction discarded because of previous errors.\r\n")
+
+
+# -- blocking commands -----------------------------------------------------------------------
+
+
+def test_blocking_pop_on_one_slot_does_not_block_others(proxy, clean):
+    blocked = proxy.client(socket_timeout=10)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", blocked.blpop(["bq"], timeout=0)))
+    t.start()
+    time.sleep(0.3)
+    other = proxy.client()
+    started = time.monotonic()
+    for i in range(100):
+        other.set(f"nb:{i}", i)
+    assert time.monotonic() - started < 5
+    other.rpush("bq", "v")
+    t.join(5)
+    assert result["r"] == ("bq", "v")
+
+
+def test_cross_slot_brpop_respects_argument_order(proxy, cluster, clean):
+    c = proxy.client()
+    keys = ["celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"]
+    assert len({cluster.keyslot(k) for k in keys}) > 1
+    c.lpush(keys[3], "p9")
+    c.lpush(keys[1], "p3")
+    assert c.brpop(keys, timeout=1) == (keys[1], "p3")
+    assert c.brpop(keys, timeout=1) == (keys[3], "p9")
+    started = time.monotonic()
+    assert c.brpop(keys, timeout=0.5) is None
+    assert 0.4 < time.monotonic() - started < 3
+    # RESP3 and BLPOP / BZPOPMIN too.
+    c3 = proxy.client(protocol=3)
+    c3.rpush("bl:b", "x", "y")
+    assert c3.blpop(["bl:a", "bl:b"], timeout=1) == ["bl:b", "x"]
+    c3.zadd("bz:b", {"m": 2.5})
+    assert c3.bzpopmin(["bz:a", "bz:b"], timeout=1) == ["bz:b", "m", 2.5]
+
+
+def test_cross_slot_brpop_blocks_until_any_key_gets_an_element(proxy, clean):
+    c = proxy.client(socket_timeout=10)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", c.brpop(["w:a", "w:b", "w:c"], timeout=5)))
+    t.start()
+    time.sleep(0.5)
+    proxy.client().lpush("w:c", "late")
+    t.join(6)
+    assert result["r"] == ("w:c", "late")
+    # Nothing was put back anywhere, nothing left behind.
+    assert proxy.client().exists("w:a", "w:b", "w:c") == 0
+
+
+def test_many_consumers_and_producers_lose_and_duplicate_nothing(proxy, clean):
+    queues = [f"work:{i}" for i in range(5)]
+    total = 1500
+    consumed: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def consume():
+        c = proxy.client(socket_timeout=10)
+        while not stop.is_set():
+            r = c.brpop(queues, timeout=0.2)
+            if r:
+                with lock:
+                    consumed.append(r[1])
+
+    def produce(p):
+        c = proxy.client()
+        for i in range(total // 3):
+            c.lpush(queues[i % len(queues)], f"{p}-{i}")
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    producers = [threading.Thread(target=produce, args=(p,)) for p in range(3)]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    while len(consumed) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for t in consumers:
+        t.join(10)
+    counts = Counter(consumed)
+    assert [m for m, n in counts.items() if n > 1] == []
+    assert len(counts) == total, f"lost {total - len(counts)} elements"
+    assert proxy.client().exists(*queues) == 0
+
+
+# -- pub/sub ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_pubsub_messages_reach_subscribers_through_any_path(proxy, cluster, protocol):
+    sub = proxy.client(protocol=protocol).pubsub()
+    sub.subscribe("news")
+    sub.psubscribe("ev.*")
+    assert sub.get_message(timeout=2)["type"] == "subscribe"
+    assert sub.get_message(timeout=2)["type"] == "psubscribe"
+    pub = proxy.client()
+    assert pub.publish("news", "through proxy") == 1
+    # A message published directly on another node crosses the cluster bus.
+    other = next(a for a in cluster.masters() if a != cluster.masters()[0])
+    cluster.node_client(other).publish("ev.x", "direct")
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        m = sub.get_message(timeout=1)
+        if m and m["type"] in ("message", "pmessage"):
+            got.append((m["channel"], m["data"]))
+    assert got == [("news", "through proxy"), ("ev.x", "direct")]
+    # PING in subscribed mode (RESP2 answers it in subscriber form; RESP3 with +PONG).
+    sub.ping()
+    pong = sub.get_message(timeout=2)
+    if protocol == 2:
+        assert pong["type"] == "pong"
+    else:
+        assert pong is not None
+    sub.unsubscribe()
+    sub.punsubscribe()
+    sub.close()
+
+
+def test_pubsub_raw_resp2_semantics(proxy, standalone):
+    # One channel for UNSUBSCRIBE-all: a server lists several in its own (random) dict order.
+    payload = (b"SUBSCRIBE a b\r\nPING\r\nGET x\r\nUNSUBSCRIBE b\r\nPSUBSCRIBE p*\r\n"
+               b"UNSUBSCRIBE\r\nPUNSUBSCRIBE\r\nPING\r\nUNSUBSCRIBE\r\n")
+    raw_compare(proxy, standalone, payload, timeout=0.5)
+
+
+def test_thousands_of_channels_on_one_connection(proxy):
+    sub = proxy.client().pubsub()
+    channels = [f"celery-task-meta-{i}" for i in range(2000)]
+    sub.subscribe(*channels)
+    for _ in channels:
+        assert sub.get_message(timeout=5)["type"] == "subscribe"
+    c = proxy.client()
+    assert c.pubsub_numsub("celery-task-meta-7", "nobody") == [("celery-task-meta-7", 1), ("nobody", 0)]
+    assert "celery-task-meta-1999" in c.pubsub_channels("celery-task-meta-19*")
+    assert c.publish("celery-task-meta-1234", "done") == 1
+    msg = None
+    while msg is None or msg["type"] != "message":
+        msg = sub.get_message(timeout=5)
+    assert msg["data"] == "done"
+    sub.close()
+
+
+def test_resp3_push_messages_mix_with_commands(proxy):
+    c = proxy.client(protocol=3)
+    received = []
+    p = c.pubsub(push_handler_func=None)
+    p.subscribe(**{"mixed": lambda m: received.append(m["data"])})
+    p.get_message(timeout=2)
+    proxy.client().publish("mixed", "one")
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        p.get_message(timeout=0.5)
+    assert received == ["one"]
+    p.close()
+
+
+def test_publish_inside_multi(proxy, cluster, clean):
+    # Subscribers through Slotway sit on the first master by address; a transaction's PUBLISH
+    # runs in the group on that node when there is one, so it counts them.
+    first = sorted(cluster.masters())[0]
+    key = next(f"celery-task-meta-{i}" for i in range(10_000)
+               if cluster.node_for_key(f"celery-task-meta-{i}") == first)
+    sub = proxy.client().pubsub()
+    sub.subscribe(key)
+    sub.get_message(timeout=2)
+    pipe = proxy.client().pipeline(transaction=True)
+    pipe.setex(key, 100, "result")
+    pipe.publish(key, "result")
+    assert pipe.execute() == [True, 1]
+    m = sub.get_message(timeout=5)
+    assert m["data"] == "result"
+    sub.close()
+
+
+# -- co-location rules and databases ---------------------------------------------------------
+
+
+CHORD_LIKE = """
+local n = 0
+for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1]) n = n + 1 end
+return redis.call('INCRBY', KEYS[3], n)
+"""
+
+
+def test_celery_preset_colocates_chord_keys(proxy_factory, cluster, clean):
+    proxy = proxy_factory("--preset", "celery")
+    c = proxy.client()
+    gid = "a1b2c3"
+    keys = [f"celery-taskset-meta-{gid}{s}" for s in ("", ".j", ".t", ".s", ".d", ".c")]
+    assert len({cluster.keyslot(k) for k in keys}) > 1  # they would not share a slot
+    sha = c.script_load(CHORD_LIKE)
+    assert c.evalsha(sha, len(keys), *keys, "5") == 11
+    assert sorted(c.keys("celery-taskset-meta-*")) == sorted(keys)
+    assert c.get(keys[1]) == "5"
+    # Stored under a hash tag, visible as such to a client of the cluster itself.
+    direct = cluster.cluster_client()
+    assert direct.get(f"{{{gid}}}celery-taskset-meta-{gid}.j") == "5"
+    assert direct.get(keys[1]) is None
+    # Transactions over the family run natively; names come back in replies.
+    pipe = c.pipeline(transaction=True)
+    pipe.get(keys[1])
+    pipe.incr(keys[2])
+    assert pipe.execute() == ["5", 12]
+    c.delete(keys[1])
+    c.rpush(keys[1], "r")
+    assert c.brpop([keys[1]], timeout=1) == (keys[1], "r")
+    found = set()
+    cursor = 0
+    while True:
+        cursor, batch = c.scan(cursor, match="celery-taskset-meta-*")
+        found.update(batch)
+        if cursor == 0:
+            break
+    assert found == set(keys) - {keys[1]}
+    # Without the rule the same script is refused, as on a cluster.
+    plain = proxy_factory().client()
+    with pytest.raises(redis.ResponseError, match="same slot"):
+        plain.evalsha(sha, len(keys), *keys, "5")
+
+
+def test_custom_colocation_rule_from_config(proxy_factory, cluster, tmp_path, clean):
+    config = tmp_path / "rules.yaml"
+    config.write_text('colocate:\n  - prefix: "session:"\n    tag_until: ":"\n')
+    c = proxy_factory("--config", str(config)).client()
+    assert cluster.keyslot("session:42:a") != cluster.keyslot("session:42:b")
+    assert c.mset({"session:42:a": "1", "session:42:b": "2"}) is True
+    assert c.eval("return redis.call('GET', KEYS[1]) .. redis.call('GET', KEYS[2])", 2,
+                  "session:42:a", "session:42:b") == "12"
+    assert c.msetnx({"session:42:c": "3", "session:42:d": "4"}) is True
+
+
+def test_select_without_namespaces_names_the_option(proxy):
+    reply = proxy.raw(b"SELECT 1\r\n", expect=b"\r\n")
+    assert reply.startswith(b"-ERR DB index is out of range") and b"databases: namespaced" in reply
+
+
+def test_namespaced_databases_are_isolated(proxy_factory, cluster, clean):
+    proxy = proxy_factory("--databases", "namespaced")
+    db0 = proxy.client(db=0)
+    db1 = proxy.client(db=1)
+    db2 = proxy.client(db=2, protocol=3)
+    keys = spread_keys(cluster, "ns", per_master=2)
+    db0.mset({k: "zero" for k in keys})
+    db1.mset({k: "one" for k in keys[:3]})
+    db2.set(keys[0], "two")
+    assert db0.mget(keys[:3]) == ["zero"] * 3
+    assert db1.mget(keys[:4]) == ["one", "one", "one", None]
+    assert db2.get(keys[0]) == "two"
+    assert db0.dbsize() == len(keys) and db1.dbsize() == 3 and db2.dbsize() == 1
+    assert sorted(db1.keys("*")) == sorted(keys[:3])
+    assert sorted(db0.keys("ns:*")) == sorted(keys)
+    assert sorted(db1.scan_iter("*")) == sorted(keys[:3])
+    assert db1.randomkey() in keys[:3]
+    db1.rpush("dbq", "x")
+    assert db1.brpop(["dbq", "other"], timeout=1) == ("dbq", "x")
+    assert db1.flushdb() is True
+    assert db1.dbsize() == 0 and db0.dbsize() == len(keys) and db2.dbsize() == 1
+    # Database 0 keys are stored as they are.
+    assert cluster.cluster_client().get(keys[0]) == "zero"
+    assert cluster.cluster_client().get(f"__slotway_db2__:{keys[0]}") == "two"
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        db0.execute_command("SELECT", 16)
