@@ -383,3 +383,24 @@ def test_namespaced_databases_are_isolated(proxy_factory, cluster, clean):
     assert cluster.cluster_client().get(f"__slotway_db2__:{keys[0]}") == "two"
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         db0.execute_command("SELECT", 16)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_xread_across_slots_without_block_matches_a_single_node(proxy, standalone, cluster, clean, protocol):
+    streams = ["st:a", "st:b", "st:c", "st:d"]
+    assert len({cluster.keyslot(s) for s in streams}) > 1
+    script = [["XADD", "st:c", "1-1", "f", "c1"], ["XADD", "st:a", "1-1", "f", "a1"],
+              ["XADD", "st:a", "2-1", "f", "a2"], ["XGROUP", "CREATE", "st:c", "g", "0"],
+              ["XGROUP", "CREATE", "st:a", "g", "0"]]
+    reads = [["XREAD", "COUNT", "5", "STREAMS", *streams, "0", "0", "0", "0"],
+             ["XREAD", "STREAMS", "st:b", "st:d", "0", "0"],
+             ["XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "st:c", "st:a", ">", ">"]]
+    for endpoint in (proxy, standalone):
+        c = endpoint.client(protocol=protocol)
+        for cmd in script:
+            c.execute_command(*cmd)
+    p, s = proxy.client(protocol=protocol), standalone.client(protocol=protocol)
+    for cmd in reads:
+        assert p.execute_command(*cmd) == s.execute_command(*cmd), cmd
+    with pytest.raises(redis.ResponseError, match="same slot"):
+        p.execute_command("XREAD", "BLOCK", "10", "STREAMS", "st:a", "st:c", "$", "$")

@@ -38,6 +38,12 @@ pub enum Merge {
     /// PUBSUB NUMSUB: `[name, count, ...]` pairs (or a map), counts summed by name, in the order
     /// names first appear.
     SumByKey,
+    /// XREAD / XREADGROUP: each part answers `[[key, entries], ...]` (RESP3: a map) for its
+    /// streams that have entries, or nil; the streams are listed in the caller's order.
+    Streams {
+        /// The stream names, in the caller's order.
+        names: Vec<Bytes>,
+    },
     /// RANDOMKEY: the non-nil reply of part `start` or the next part after it that has one
     /// (wrapping); nil if every part is nil.
     AnyNonNil {
@@ -61,6 +67,9 @@ pub struct Split {
 /// it is). The caller has checked the arity; an MSET with an odd number of arguments after the
 /// name is not split (the node answers it with Redis's error).
 pub fn split(name: &str, req: &Request) -> Option<Split> {
+    if matches!(name, "xread" | "xreadgroup") {
+        return split_streams(req);
+    }
     let (step, merge_kind) = match name {
         "mget" => (1, MergeKind::Mget),
         "mset" => (2, MergeKind::AllOk),
@@ -106,6 +115,53 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         MergeKind::Sum => Merge::Sum,
     };
     Some(Split { parts, merge })
+}
+
+/// XREAD / XREADGROUP without BLOCK: one request per slot with the same options, each with
+/// its streams and their ids.
+fn split_streams(req: &Request) -> Option<Split> {
+    let args: Vec<&[u8]> = req.args().collect();
+    let streams_at = args
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(b"streams"))?;
+    if args[..streams_at]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
+    {
+        return None;
+    }
+    let rest = args.len() - streams_at - 1;
+    if rest == 0 || rest % 2 != 0 {
+        return None;
+    }
+    let n = rest / 2;
+    let keys = &args[streams_at + 1..streams_at + 1 + n];
+    let ids = &args[streams_at + 1 + n..];
+    let mut by_slot: Vec<(Slot, Vec<u32>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let slot = Slot::for_key(k);
+        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, v)) => v.push(i as u32),
+            None => by_slot.push((slot, vec![i as u32])),
+        }
+    }
+    if by_slot.len() < 2 {
+        return None;
+    }
+    let parts = by_slot
+        .iter()
+        .map(|(slot, members)| {
+            let mut part: Vec<&[u8]> = args[..=streams_at].to_vec();
+            part.extend(members.iter().map(|&i| keys[i as usize]));
+            part.extend(members.iter().map(|&i| ids[i as usize]));
+            (*slot, Request::from_args(part))
+        })
+        .collect();
+    let names = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+    Some(Split {
+        parts,
+        merge: Merge::Streams { names },
+    })
 }
 
 enum MergeKind {
@@ -168,6 +224,60 @@ impl Merge {
                     }
                 }
                 Frame::Array(out)
+            }
+            Merge::Streams { names } => {
+                let mut found: Vec<(usize, Frame, Frame)> = Vec::new();
+                let mut is_map = false;
+                for reply in replies {
+                    let pairs: Vec<(Frame, Frame)> = match reply {
+                        Frame::Null | Frame::NullArray => continue,
+                        Frame::Map(pairs) => {
+                            is_map = true;
+                            pairs
+                        }
+                        Frame::Array(items) => {
+                            let mut pairs = Vec::new();
+                            for item in items {
+                                let Frame::Array(mut kv) = item else {
+                                    return unexpected("stream replies");
+                                };
+                                if kv.len() != 2 {
+                                    return unexpected("stream replies");
+                                }
+                                let v = kv.pop().unwrap_or(Frame::Null);
+                                let k = kv.pop().unwrap_or(Frame::Null);
+                                pairs.push((k, v));
+                            }
+                            pairs
+                        }
+                        _ => return unexpected("stream replies"),
+                    };
+                    for (k, v) in pairs {
+                        let pos = match &k {
+                            Frame::Bulk(name) => names.iter().position(|n| n == name),
+                            _ => None,
+                        };
+                        let Some(pos) = pos else {
+                            return unexpected("stream replies");
+                        };
+                        found.push((pos, k, v));
+                    }
+                }
+                if found.is_empty() {
+                    return Frame::NullArray;
+                }
+                // Streams in the caller's order, as one node would list them.
+                found.sort_by_key(|(pos, _, _)| *pos);
+                if is_map {
+                    Frame::Map(found.into_iter().map(|(_, k, v)| (k, v)).collect())
+                } else {
+                    Frame::Array(
+                        found
+                            .into_iter()
+                            .map(|(_, k, v)| Frame::Array(vec![k, v]))
+                            .collect(),
+                    )
+                }
             }
             Merge::Union => {
                 let mut out: Vec<Frame> = Vec::new();
@@ -408,6 +518,42 @@ mod tests {
             Merge::Sum.merge(vec![Frame::Null]),
             Frame::Error(_)
         ));
+    }
+
+    #[test]
+    fn xread_splits_by_slot_and_merges_in_caller_order() {
+        let r = req(&[
+            "XREAD", "COUNT", "2", "STREAMS", "a", "b", "c", "0", "1", "2",
+        ]);
+        let s = split("xread", &r).unwrap();
+        assert!(s.parts.len() >= 2);
+        for (_, p) in &s.parts {
+            let args = args(p);
+            assert_eq!(&args[..4], ["XREAD", "COUNT", "2", "STREAMS"]);
+            assert_eq!((args.len() - 4) % 2, 0);
+        }
+        let entry = |k: &'static str| {
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from_static(k.as_bytes())),
+                Frame::Array(vec![]),
+            ])
+        };
+        // Parts answer out of order; streams come back as asked: a, c.
+        let merged = s.merge.merge(vec![
+            Frame::Array(vec![entry("c")]),
+            Frame::Array(vec![entry("a")]),
+            Frame::NullArray,
+        ]);
+        assert_eq!(merged, Frame::Array(vec![entry("a"), entry("c")]));
+        assert_eq!(
+            s.merge.merge(vec![Frame::NullArray, Frame::Null]),
+            Frame::NullArray
+        );
+        assert!(split(
+            "xread",
+            &req(&["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "0", "0"])
+        )
+        .is_none());
     }
 
     #[test]
