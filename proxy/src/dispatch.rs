@@ -99,7 +99,7 @@ fn refused(name: &str) -> Option<&'static str> {
         "waitaof" => "waiting for the AOF through shared connections is not supported yet",
         "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
         "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"
-        | "save" | "bgsave" | "bgrewriteaof" | "acl" | "latency" | "slowlog" => {
+        | "save" | "bgsave" | "bgrewriteaof" | "acl" | "latency" => {
             "it is a per-node administration command; send it to the nodes directly"
         }
         "cluster" | "asking" => "the proxy presents a single node, not a cluster",
@@ -120,7 +120,6 @@ fn refused(name: &str) -> Option<&'static str> {
         },
         _ if name.starts_with("acl|")
             || name.starts_with("latency|")
-            || name.starts_with("slowlog|")
             || name.starts_with("module|")
             || name.starts_with("memory|") && name != "memory|usage" =>
         {

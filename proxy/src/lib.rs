@@ -79,13 +79,9 @@ pub async fn run_with_reload(
         ),
         None => None,
     };
-    let started = tokio::time::Instant::now();
-    while !topology.refresh().await && started.elapsed() < STARTUP_MAP_WAIT {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::spawn(topology.clone().run(shutdown.clone()));
-    let shared = server::Shared::new(config, topology, metrics);
-    tokio::spawn(learn_redis_version(shared.clone()));
+    let shared = server::Shared::new(config, topology.clone(), metrics);
+    // The endpoint and SIGHUP work from here on, while the first slot map is awaited (probes
+    // see /healthz 200 and /readyz 503; an early SIGHUP must not hit the default action, exit).
     if let Some(admin) = admin {
         let at = admin.local_addr()?;
         tracing::info!(%at, "metrics endpoint listening (/metrics /healthz /readyz /topology)");
@@ -94,6 +90,15 @@ pub async fn run_with_reload(
     if let Some(source) = reload {
         reload::watch(shared.clone(), source);
     }
+    let started = tokio::time::Instant::now();
+    while !topology.refresh().await && started.elapsed() < STARTUP_MAP_WAIT {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::spawn(topology.run(shutdown.clone()));
+    tokio::spawn(learn_redis_version(shared.clone()));
     tracing::info!(%addr, "slotway listening");
     on_bound(addr);
     let tasks = TaskTracker::new();

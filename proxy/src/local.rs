@@ -12,7 +12,7 @@ use bytes::Bytes;
 use protocol::{Frame, Request, Version};
 
 use crate::error::ProxyError;
-use crate::server::{ClientState, Shared};
+use crate::server::{ClientInfo, ClientState, Shared};
 
 /// The Redis version the proxy reports when it has not learned the cluster's.
 pub const DEFAULT_REDIS_VERSION: &str = "7.0.15";
@@ -154,7 +154,7 @@ pub fn answer(
         )),
         "client|id" => Ok((Frame::Integer(client.id as i64), After::Continue)),
         "client|getname" => Ok((
-            client.name.clone().map_or(Frame::Null, Frame::Bulk),
+            client.name().map_or(Frame::Null, Frame::Bulk),
             After::Continue,
         )),
         "client|setname" => {
@@ -172,9 +172,9 @@ pub fn answer(
                 )));
             }
             if attr.eq_ignore_ascii_case(b"lib-name") {
-                client.lib_name = Some(value);
+                client.set_name(1, Some(value));
             } else if attr.eq_ignore_ascii_case(b"lib-ver") {
-                client.lib_ver = Some(value);
+                client.set_name(2, Some(value));
             } else {
                 return Err(ProxyError::Other(format!(
                     "ERR Unrecognized option '{}'",
@@ -194,18 +194,18 @@ pub fn answer(
         "client|info" => Ok((
             Frame::Verbatim {
                 format: *b"txt",
-                text: Bytes::from(client_line(client) + "\n"),
+                text: Bytes::from(client_line(&client.info()) + "\n"),
             },
             After::Continue,
         )),
         "client|list" => {
             let mut text = String::new();
             for c in shared.clients.snapshot() {
-                text.push_str(&c);
+                text.push_str(&client_line(&c));
                 text.push('\n');
             }
             if text.is_empty() {
-                text = client_line(client) + "\n";
+                text = client_line(&client.info()) + "\n";
             }
             Ok((
                 Frame::Verbatim {
@@ -251,7 +251,7 @@ fn set_name(client: &mut ClientState, name: Bytes) -> Result<(), ProxyError> {
             "ERR Client names cannot contain spaces, newlines or special characters.".to_string(),
         ));
     }
-    client.name = (!name.is_empty()).then_some(name);
+    client.set_name(0, (!name.is_empty()).then_some(name));
     client.publish();
     Ok(())
 }
@@ -324,23 +324,17 @@ fn hello(
     Ok((Frame::Map(fields), After::Continue))
 }
 
-/// One `CLIENT LIST` line for `client`.
-pub fn client_line(client: &ClientState) -> String {
-    let name = client
-        .name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    let lib_name = client
-        .lib_name
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
-    let lib_ver = client
-        .lib_ver
-        .as_ref()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_default();
+/// One `CLIENT LIST` line for a client.
+pub fn client_line(client: &ClientInfo) -> String {
+    let text = |i: usize| {
+        client
+            .names
+            .as_ref()
+            .and_then(|n| n[i].as_ref())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default()
+    };
+    let (name, lib_name, lib_ver) = (text(0), text(1), text(2));
     format!(
         "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
@@ -402,7 +396,7 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\n\r\n",
             shared.stats.clients_open.load(Ordering::Relaxed),
             shared.config.max_clients,
-            shared.metrics.blocked(),
+            shared.stats.blocked.load(Ordering::Relaxed),
         );
     }
     if want("replication") {

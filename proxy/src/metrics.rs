@@ -10,8 +10,8 @@
 //! - Per client session, [`Meter`]: times each request from decode to reply, feeds the slow
 //!   log, counts bytes, and enforces the idle timeout and the output buffer limit.
 //!
-//! Gauges mirroring state kept elsewhere (open clients, slot map age, readiness) are set when
-//! `/metrics` is scraped ([`Metrics::encode`]).
+//! Gauges mirroring state kept elsewhere (open and blocked clients in `server::Stats`, slot map
+//! age, readiness) are set when `/metrics` is scraped ([`Metrics::encode`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -189,11 +189,19 @@ pub struct Meter {
     shared: Arc<Shared>,
     peer: SocketAddr,
     /// Requests not yet answered, in request order.
-    pending: VecDeque<Timed>,
+    pending: TimedQueue,
     idle_timeout: Option<Duration>,
     last_active: Instant,
     idle_sleep: Option<Pin<Box<Sleep>>>,
     output_limit: usize,
+}
+
+/// Requests in flight, oldest first. The oldest is kept inline: a client that waits for each
+/// reply before sending again never needs the queue's heap memory.
+#[derive(Debug, Default)]
+struct TimedQueue {
+    head: Option<Timed>,
+    rest: VecDeque<Timed>,
 }
 
 #[derive(Debug)]
@@ -412,7 +420,8 @@ impl Metrics {
         })
     }
 
-    /// A client connection was accepted (the count itself is kept in `Stats`).
+    /// A client connection was refused because `max_clients` were connected. (Accepted and
+    /// open connections are counted in `server::Stats`.)
     pub fn client_rejected(&self) {
         self.clients_rejected.inc();
     }
@@ -434,21 +443,6 @@ impl Metrics {
         self.disconnected
             .get(why as usize)
             .map_or(0, IntCounter::get)
-    }
-
-    /// A client started waiting in a blocking command.
-    pub fn blocked_inc(&self) {
-        self.blocked.inc();
-    }
-
-    /// A client stopped waiting in a blocking command (answered, or gone).
-    pub fn blocked_dec(&self) {
-        self.blocked.dec();
-    }
-
-    /// Clients waiting in a blocking command now.
-    pub fn blocked(&self) -> i64 {
-        self.blocked.get()
     }
 
     /// Adds `n` (negative: removes) channel or pattern subscriptions.
@@ -536,6 +530,8 @@ impl Metrics {
         let stats = &shared.stats;
         self.clients_connected
             .set(stats.clients_open.load(Ordering::Relaxed) as i64);
+        self.blocked
+            .set(stats.blocked.load(Ordering::Relaxed) as i64);
         advance(
             &self.clients_accepted,
             stats.clients_accepted.load(Ordering::Relaxed),
@@ -969,7 +965,7 @@ impl Meter {
             output_limit: shared.config.client_output_buffer_limit,
             shared: shared.clone(),
             peer,
-            pending: VecDeque::new(),
+            pending: TimedQueue::default(),
             last_active: Instant::now(),
             idle_sleep: None,
         }
@@ -978,7 +974,7 @@ impl Meter {
     /// Request `seq` was decoded; `spec` is its command (`None`: unknown), `raw` its bytes
     /// (kept for the slow log; a reference count, not a copy).
     pub fn start(&mut self, seq: u64, spec: Option<&CommandSpec>, raw: &Bytes) {
-        self.pending.push_back(Timed {
+        self.pending.push(Timed {
             seq,
             command: self.shared.metrics.command_index(spec),
             blocked: false,
@@ -989,7 +985,7 @@ impl Meter {
 
     /// Request `seq` was split or fanned out into `parts` node requests.
     pub fn fanout(&mut self, seq: u64, parts: usize) {
-        if let Some(t) = self.pending.iter().rev().find(|t| t.seq == seq) {
+        if let Some(t) = self.pending.find_mut(seq) {
             let cmd = self.shared.metrics.command(t.command);
             let vec = &self.shared.metrics.commands.fanout;
             cmd.fanout
@@ -1001,10 +997,10 @@ impl Meter {
     /// Request `seq` was sent as a blocking command: the client counts as blocked until its
     /// reply is ready (or it goes away).
     pub fn block(&mut self, seq: u64) {
-        if let Some(t) = self.pending.iter_mut().rev().find(|t| t.seq == seq) {
+        if let Some(t) = self.pending.find_mut(seq) {
             if !t.blocked {
                 t.blocked = true;
-                self.shared.metrics.blocked_inc();
+                self.shared.stats.blocked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -1037,16 +1033,22 @@ impl Meter {
         }
     }
 
+    /// True if requests are in flight and every one is a blocking command: a client that
+    /// closes its side now is gone, and its blocked requests can be dropped with it.
+    pub fn only_blocked_pending(&self) -> bool {
+        !self.pending.is_empty() && self.pending.iter().all(|t| t.blocked)
+    }
+
     /// Gives back the request queue's memory (call when the client is idle).
     pub fn release(&mut self) {
         if self.pending.is_empty() {
-            self.pending = VecDeque::new();
+            self.pending.rest = VecDeque::new();
         }
     }
 
     fn unblock(&self, t: &Timed) {
         if t.blocked {
-            self.shared.metrics.blocked_dec();
+            self.shared.stats.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1136,10 +1138,8 @@ impl Meter {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        for t in self.pending.drain(..) {
-            if t.blocked {
-                self.shared.metrics.blocked_dec();
-            }
+        while let Some(t) = self.pending.pop_front() {
+            self.unblock(&t);
         }
     }
 }
@@ -1148,10 +1148,48 @@ impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Meter")
             .field("peer", &self.peer)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.pending.iter().count())
             .field("idle_timeout", &self.idle_timeout)
             .field("output_limit", &self.output_limit)
             .finish()
+    }
+}
+
+// === impl TimedQueue ===
+
+impl TimedQueue {
+    fn push(&mut self, t: Timed) {
+        if self.head.is_none() {
+            self.head = Some(t);
+        } else {
+            self.rest.push_back(t);
+        }
+    }
+
+    fn front(&self) -> Option<&Timed> {
+        self.head.as_ref()
+    }
+
+    fn pop_front(&mut self) -> Option<Timed> {
+        let t = self.head.take();
+        self.head = self.rest.pop_front();
+        t
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Timed> {
+        self.head.iter().chain(self.rest.iter())
+    }
+
+    /// Request `seq`, searched from the newest (the one usually asked for).
+    fn find_mut(&mut self, seq: u64) -> Option<&mut Timed> {
+        match self.rest.iter().rposition(|t| t.seq == seq) {
+            Some(i) => self.rest.get_mut(i),
+            None => self.head.as_mut().filter(|t| t.seq == seq),
+        }
     }
 }
 
@@ -1177,87 +1215,4 @@ impl Hasher for Fnv {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_are_labelled_by_table_name_and_unknown_ones_fold() {
-        let m = Metrics::new();
-        let get = m.command_index(routing::lookup(b"GET", None));
-        let config_get = m.command_index(routing::lookup(b"config", Some(b"get")));
-        let unknown = m.command_index(None);
-        assert_eq!(m.command(get).name(), "get");
-        assert_eq!(m.command(config_get).name(), "config|get");
-        assert_eq!(m.command(unknown).name(), UNKNOWN_COMMAND);
-        m.command(get).answered(Duration::from_micros(70), false);
-        m.command(get).answered(Duration::from_millis(2), true);
-        assert_eq!(m.command(get).count(), 2);
-        assert_eq!(m.command_totals(), (2, 1));
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&m.registry.gather())
-            .unwrap();
-        assert!(
-            text.contains("slotway_commands_total{command=\"get\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("slotway_command_errors_total{command=\"get\"} 1"));
-        assert!(text
-            .contains("slotway_command_duration_seconds_bucket{command=\"get\",le=\"0.0001\"} 1"));
-        // Only commands seen are exported.
-        assert!(!text.contains("command=\"set\""));
-    }
-
-    #[test]
-    fn redirect_kinds() {
-        assert_eq!(RedirectKind::of(b"MOVED 12 a:1"), Some(RedirectKind::Moved));
-        assert_eq!(RedirectKind::of(b"ASK 12 a:1"), Some(RedirectKind::Ask));
-        assert_eq!(
-            RedirectKind::of(b"TRYAGAIN x"),
-            Some(RedirectKind::TryAgain)
-        );
-        assert_eq!(
-            RedirectKind::of(b"CLUSTERDOWN x"),
-            Some(RedirectKind::ClusterDown)
-        );
-        assert_eq!(RedirectKind::of(b"ERR x"), None);
-    }
-
-    #[test]
-    fn node_connections_and_requests_in_flight_add_up_over_connections() {
-        let m = Metrics::new();
-        let node = m.node("127.0.0.1:7000");
-        assert!(Arc::ptr_eq(&node, &m.node("127.0.0.1:7000")));
-        assert_eq!(node.state(), NodeState::Unknown);
-        let mut t = node.tracker();
-        let open = t.connected();
-        assert_eq!((node.connections(), node.state()), (1, NodeState::Up));
-        let mut a = node.meter(true);
-        let mut b = node.meter(false);
-        a.in_flight(3);
-        b.in_flight(2);
-        assert_eq!(node.in_flight(), 5);
-        a.in_flight(1);
-        assert_eq!(node.in_flight(), 3);
-        assert_eq!(node.requests.get(), 2);
-        assert_eq!(node.duration.get_sample_count(), 2);
-        drop(b);
-        assert_eq!(node.in_flight(), 1);
-        drop(open);
-        t.lost();
-        assert_eq!((node.connections(), node.state()), (0, NodeState::Down));
-        let _open = t.connected();
-        assert_eq!(node.reconnects.get(), 1);
-        assert_eq!(node.errors(), 1);
-    }
-
-    #[test]
-    fn disconnect_reasons_are_counted_apart() {
-        let m = Metrics::new();
-        m.disconnected(Disconnect::OutputBufferLimit);
-        m.disconnected(Disconnect::OutputBufferLimit);
-        m.disconnected(Disconnect::IdleTimeout);
-        assert_eq!(m.disconnects(Disconnect::OutputBufferLimit), 2);
-        assert_eq!(m.disconnects(Disconnect::IdleTimeout), 1);
-        assert_eq!(m.disconnects(Disconnect::IoError), 0);
-    }
-}
+mod tests;

@@ -31,7 +31,8 @@ pub struct Stats {
     pub clients_accepted: AtomicU64,
     /// Commands received.
     pub commands: AtomicU64,
-    /// Clients waiting in a blocking command.
+    /// Clients waiting in a blocking command (`slotway_blocked_clients`): a client counts from
+    /// sending its blocking request until its reply is ready or it disconnects.
     pub blocked: AtomicU64,
     /// MOVED redirects followed.
     pub moved: AtomicU64,
@@ -99,10 +100,30 @@ impl ScriptCache {
     }
 }
 
-/// The CLIENT LIST view of all sessions.
+/// The CLIENT LIST view of all sessions: what each client's line is made of, formatted only
+/// when someone asks (a formatted line per idle client would cost more than the client).
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
-    lines: Mutex<HashMap<u64, String>>,
+    clients: Mutex<HashMap<u64, ClientInfo>>,
+}
+
+/// What CLIENT LIST and CLIENT INFO show of one client.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// CLIENT ID.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The proxy's address on this connection.
+    pub local: SocketAddr,
+    /// When the connection was accepted.
+    pub connected: Instant,
+    /// The negotiated protocol.
+    pub version: Version,
+    /// The SELECTed database.
+    pub db: u32,
+    /// CLIENT SETNAME, CLIENT SETINFO LIB-NAME and LIB-VER, when set.
+    pub names: Option<Box<[Option<Bytes>; 3]>>,
 }
 
 /// What one client session knows about its client.
@@ -110,24 +131,14 @@ pub struct ClientRegistry {
 pub struct ClientState {
     /// CLIENT ID.
     pub id: u64,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The proxy's address on this connection.
-    pub local: SocketAddr,
     /// The negotiated protocol.
     pub version: Version,
-    /// CLIENT SETNAME.
-    pub name: Option<Bytes>,
-    /// CLIENT SETINFO LIB-NAME.
-    pub lib_name: Option<Bytes>,
-    /// CLIENT SETINFO LIB-VER.
-    pub lib_ver: Option<Bytes>,
     /// True once AUTH succeeded, or if no password is configured.
     pub authenticated: bool,
     /// The SELECTed database (always 0 unless `databases: namespaced`).
     pub db: u32,
-    /// When the connection was accepted.
-    pub connected: Instant,
+    // Addresses, connection time and names live only in `shared.clients`: a session keeps
+    // what it needs on every request, and no copy of what CLIENT LIST alone shows.
     shared: Arc<Shared>,
 }
 
@@ -176,23 +187,43 @@ impl Shared {
 // === impl ClientRegistry ===
 
 impl ClientRegistry {
-    /// Every client's line, ordered by id.
-    pub fn snapshot(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<(u64, String)> = lines.iter().map(|(k, v)| (*k, v.clone())).collect();
-        v.sort_by_key(|(k, _)| *k);
-        v.into_iter().map(|(_, l)| l).collect()
+    /// Every client, ordered by id.
+    pub fn snapshot(&self) -> Vec<ClientInfo> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<ClientInfo> = clients.values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
-    fn set(&self, id: u64, line: String) {
-        self.lines
+    /// One client's entry.
+    pub fn get(&self, id: u64) -> Option<ClientInfo> {
+        self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, line);
+            .get(&id)
+            .cloned()
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut ClientInfo)) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            f(c);
+        }
+    }
+
+    fn set(&self, info: ClientInfo) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.id, info);
     }
 
     fn remove(&self, id: u64) {
-        self.lines
+        self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
@@ -205,34 +236,78 @@ impl ClientState {
     /// A new client, registered in `shared.clients`.
     pub fn new(shared: Arc<Shared>, peer: SocketAddr, local: SocketAddr) -> ClientState {
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let client = ClientState {
+        shared.clients.set(ClientInfo {
             id,
             peer,
             local,
+            connected: Instant::now(),
             version: Version::Resp2,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
+            db: 0,
+            names: None,
+        });
+        ClientState {
+            id,
+            version: Version::Resp2,
             authenticated: shared.config.password.is_none(),
             db: 0,
-            connected: Instant::now(),
             shared,
-        };
-        client.publish();
-        client
+        }
     }
 
-    /// Updates this client's CLIENT LIST line.
+    /// Updates this client's CLIENT LIST entry with its protocol and database.
     pub fn publish(&self) {
+        let (version, db) = (self.version, self.db);
+        self.shared.clients.update(self.id, |c| {
+            c.version = version;
+            c.db = db;
+        });
+    }
+
+    /// What CLIENT LIST shows of this client.
+    pub fn info(&self) -> ClientInfo {
+        let mut info = self.shared.clients.get(self.id).unwrap_or(ClientInfo {
+            id: self.id,
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            connected: Instant::now(),
+            version: self.version,
+            db: self.db,
+            names: None,
+        });
+        info.version = self.version;
+        info.db = self.db;
+        info
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.shared.clients.get(self.id).map(|c| c.peer)
+    }
+
+    /// CLIENT SETNAME's name.
+    pub fn name(&self) -> Option<Bytes> {
         self.shared
             .clients
-            .set(self.id, crate::local::client_line(self));
+            .get(self.id)
+            .and_then(|c| c.names.and_then(|n| n[0].clone()))
+    }
+
+    /// Sets the name (0), library name (1) or library version (2).
+    pub fn set_name(&mut self, which: usize, value: Option<Bytes>) {
+        self.shared.clients.update(self.id, |c| {
+            if value.is_none() && c.names.is_none() {
+                return;
+            }
+            if let Some(slot) = c.names.get_or_insert_with(Default::default).get_mut(which) {
+                *slot = value;
+            }
+        });
     }
 
     /// RESET: back to a fresh connection's state (the id stays).
     pub fn reset(&mut self) {
         self.version = Version::Resp2;
-        self.name = None;
+        self.set_name(0, None);
         self.db = 0;
         self.authenticated = self.shared.config.password.is_none();
         self.publish();

@@ -116,12 +116,34 @@ struct Exec {
     failed: Option<Frame>,
 }
 
+/// A client's subscriptions.
+#[derive(Debug, Default)]
+struct PubSub {
+    /// The client's subscriber connection.
+    conn: Option<BackendConn>,
+    /// The channels and patterns the client is subscribed to, tracked as Redis tracks them,
+    /// so that RESP2 subscribed mode starts and ends exactly where it would on one node.
+    channels: std::collections::HashSet<Bytes>,
+    /// See `channels`.
+    patterns: std::collections::HashSet<Bytes>,
+}
+
+/// What a client that uses transactions or blocking commands holds.
+#[derive(Debug, Default)]
+struct Stateful {
+    /// Connections of this client's own (blocking commands, WATCH), by node and lane.
+    dedicated: Vec<(Arc<str>, u32, BackendConn)>,
+    /// Commands queued since MULTI.
+    tx: Option<transaction::Queued>,
+    /// The slot of the keys this client WATCHes (on its own connection 0 to their node).
+    watch: Option<Slot>,
+}
+
 struct Session {
     shared: Arc<Shared>,
     /// Request timing, byte counts, idle timeout, output buffer limit (`metrics::Meter`).
     meter: crate::metrics::Meter,
     client: ClientState,
-    limits: Limits,
     queue: VecDeque<Entry>,
     /// Sequence number of `queue[0]`.
     head_seq: u64,
@@ -130,19 +152,11 @@ struct Session {
     wbuf: BytesMut,
     /// Stop reading; close once the queue is empty and written.
     closing: bool,
-    /// Connections of this client's own (blocking commands, WATCH), by node and lane.
-    dedicated: Vec<(Arc<str>, u32, BackendConn)>,
-    /// Commands queued since MULTI.
-    tx: Option<transaction::Queued>,
-    /// The slot of the keys this client WATCHes (on its own connection 0 to their node).
-    watch: Option<Slot>,
-    /// The client's subscriber connection.
-    subscriber: Option<BackendConn>,
-    /// The channels and patterns the client is subscribed to, tracked as Redis tracks them,
-    /// so that RESP2 subscribed mode starts and ends exactly where it would on one node.
-    channels: std::collections::HashSet<Bytes>,
-    /// See `channels`.
-    patterns: std::collections::HashSet<Bytes>,
+    /// Transaction state and the client's own connections, for clients that use them (boxed:
+    /// most clients never do).
+    stateful: Option<Box<Stateful>>,
+    /// Pub/sub state, for clients that use it (boxed: most clients never do).
+    pubsub: Option<Box<PubSub>>,
 }
 
 /// Serves one client until it disconnects, QUITs, sends invalid input, or `shutdown` fires
@@ -155,30 +169,27 @@ pub async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let limits = shared.config.protocol_limits();
     let client = ClientState::new(shared.clone(), peer, local);
-    let mut session = Session {
+    // Boxed: the task's future then holds a pointer, and the task (whose size the runtime
+    // rounds up to its alignment) stays small for idle clients.
+    let mut session = Box::new(Session {
         meter: crate::metrics::Meter::new(&shared, peer),
         shared,
         client,
-        limits,
         queue: VecDeque::new(),
         head_seq: 0,
         replies: Arc::new(ReplyQueue::default()),
         spare: VecDeque::new(),
         wbuf: BytesMut::new(),
         closing: false,
-        dedicated: Vec::new(),
-        tx: None,
-        watch: None,
-        subscriber: None,
-        channels: Default::default(),
-        patterns: Default::default(),
-    };
+        stateful: None,
+        pubsub: None,
+    });
     if let Err(e) = session.serve(stream, shutdown).await {
         session.meter.io_error();
         tracing::debug!(client = %peer, error = %e, "client connection closed");
     }
+    session.drop_subscriptions();
 }
 
 // === impl Pending ===
@@ -248,6 +259,10 @@ impl Session {
                     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                     if let std::task::Poll::Ready(r) = read.poll(&mut cx) {
                         if self.meter.read(r?) == 0 {
+                            if self.meter.only_blocked_pending() {
+                                // Gone while blocked: nobody to answer (Redis drops it too).
+                                return Ok(());
+                            }
                             self.closing = true;
                         } else {
                             held = self.decode_all(&mut rbuf);
@@ -263,7 +278,7 @@ impl Session {
                     while self.decode_all(&mut rbuf) && self.queue.len() < max_pipeline {}
                     self.closing = true;
                 }
-                () = self.meter.idle(), if self.queue.is_empty() && self.subscriber.is_none() && !self.closing => self.closing = true,
+                () = self.meter.idle(), if self.queue.is_empty() && self.pubsub.as_ref().is_none_or(|p| p.conn.is_none()) && !self.closing => self.closing = true,
             }
             self.flush_ready();
             if self.meter.output_exceeded(self.wbuf.len()) {
@@ -285,6 +300,8 @@ impl Session {
     /// Decodes and starts the complete requests in `rbuf`, up to a batch and the pipeline cap.
     /// Returns true if it stopped early (more complete requests may be waiting in `rbuf`).
     fn decode_all(&mut self, rbuf: &mut BytesMut) -> bool {
+        // Read per batch, not kept per session: SIGHUP may change the limits.
+        let limits = self.shared.config.protocol_limits();
         for _ in 0..DECODE_BATCH {
             if self.closing {
                 return false;
@@ -292,7 +309,7 @@ impl Session {
             if self.queue.len() >= self.shared.config.max_pipeline {
                 return true;
             }
-            match protocol::decode_request(rbuf, &self.limits) {
+            match protocol::decode_request(rbuf, &limits) {
                 Ok(Some(req)) => self.start(req),
                 Ok(None) => return false,
                 Err(e) => {
@@ -327,7 +344,7 @@ impl Session {
                 return;
             }
         }
-        if self.tx.is_some() {
+        if self.in_transaction() {
             return self.queue_in_transaction(req, spec);
         }
         if let Some(spec) = spec {
@@ -508,24 +525,43 @@ impl Session {
 
     /// The client's own connection number `lane` to the node, opened on first use.
     fn dedicated_conn(&mut self, pool: &NodePool, lane: u32) -> &BackendConn {
-        let pos = self
+        let version = self.client.version;
+        let st = self.stateful();
+        let pos = st
             .dedicated
             .iter()
             .position(|(addr, l, conn)| addr == pool.addr() && *l == lane && !conn.is_closed());
         let i = match pos {
             Some(i) => i,
             None => {
-                self.dedicated
+                st.dedicated
                     .retain(|(addr, l, _)| !(addr == pool.addr() && *l == lane));
-                self.dedicated.push((
-                    pool.addr().clone(),
-                    lane,
-                    pool.dedicated(self.client.version),
-                ));
-                self.dedicated.len() - 1
+                st.dedicated
+                    .push((pool.addr().clone(), lane, pool.dedicated(version)));
+                st.dedicated.len() - 1
             }
         };
-        &self.dedicated[i].2
+        &st.dedicated[i].2
+    }
+
+    /// The transaction and own-connection state, created on first use.
+    fn stateful(&mut self) -> &mut Stateful {
+        self.stateful.get_or_insert_with(Default::default)
+    }
+
+    /// True between MULTI and EXEC/DISCARD.
+    fn in_transaction(&self) -> bool {
+        self.stateful.as_ref().is_some_and(|s| s.tx.is_some())
+    }
+
+    /// Takes the queued transaction, if any.
+    fn take_transaction(&mut self) -> Option<transaction::Queued> {
+        self.stateful.as_mut().and_then(|s| s.tx.take())
+    }
+
+    /// Takes the watched slot, if any.
+    fn take_watch(&mut self) -> Option<Slot> {
+        self.stateful.as_mut().and_then(|s| s.watch.take())
     }
 
     fn take_replies(&mut self) {
@@ -869,62 +905,91 @@ impl Session {
     /// Is the client in RESP2 subscribed mode (only pub/sub commands, PING, QUIT, RESET)?
     fn is_subscribed_resp2(&self) -> bool {
         self.client.version == protocol::Version::Resp2
-            && !(self.channels.is_empty() && self.patterns.is_empty())
+            && self
+                .pubsub
+                .as_ref()
+                .is_some_and(|p| !(p.channels.is_empty() && p.patterns.is_empty()))
     }
 
     /// SUBSCRIBE and friends, and the RESP2 subscribed-mode rules. Returns true if handled.
     fn pubsub_command(&mut self, name: &str, req: &Request) -> bool {
         let args = || req.args().skip(1).map(Bytes::copy_from_slice);
+        let is_sub = matches!(
+            name,
+            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe"
+        );
+        let subscribed_resp2 = self.is_subscribed_resp2();
+        let ps = if is_sub {
+            self.pubsub.get_or_insert_with(Default::default)
+        } else {
+            match name {
+                "ping" if subscribed_resp2 => {
+                    self.queue.push_back(Entry::Subscribe(req.clone(), 1));
+                    return true;
+                }
+                "quit" | "reset" => {
+                    if name == "reset" {
+                        self.drop_subscriptions();
+                    }
+                    return false;
+                }
+                _ if subscribed_resp2 => {
+                    self.fail_new(ProxyError::Other(format!(
+                        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                    )));
+                    return true;
+                }
+                _ => return false,
+            }
+        };
+        let before = ps.channels.len() + ps.patterns.len();
         let confirmations = match name {
             "subscribe" => {
-                self.channels.extend(args());
+                ps.channels.extend(args());
                 req.len() - 1
             }
             "psubscribe" => {
-                self.patterns.extend(args());
+                ps.patterns.extend(args());
                 req.len() - 1
             }
             "unsubscribe" if req.len() > 1 => {
                 args().for_each(|c| {
-                    self.channels.remove(&c);
+                    ps.channels.remove(&c);
                 });
                 req.len() - 1
             }
-            "unsubscribe" => std::mem::take(&mut self.channels).len().max(1),
+            "unsubscribe" => std::mem::take(&mut ps.channels).len().max(1),
             "punsubscribe" if req.len() > 1 => {
                 args().for_each(|p| {
-                    self.patterns.remove(&p);
+                    ps.patterns.remove(&p);
                 });
                 req.len() - 1
             }
-            "punsubscribe" => std::mem::take(&mut self.patterns).len().max(1),
-            "ping" if self.is_subscribed_resp2() => 1,
-            "quit" | "reset" => {
-                if name == "reset" {
-                    self.subscriber = None;
-                    self.channels.clear();
-                    self.patterns.clear();
-                }
-                return false;
-            }
-            _ if self.is_subscribed_resp2() => {
-                self.fail_new(ProxyError::Other(format!(
-                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-                )));
-                return true;
-            }
+            "punsubscribe" => std::mem::take(&mut ps.patterns).len().max(1),
             _ => return false,
         };
+        let after = ps.channels.len() + ps.patterns.len();
+        self.shared
+            .metrics
+            .subscriptions_add(after as i64 - before as i64);
         self.queue
             .push_back(Entry::Subscribe(req.clone(), confirmations));
         true
+    }
+
+    /// Forgets every subscription (RESET, subscriber connection lost, client gone).
+    fn drop_subscriptions(&mut self) {
+        if let Some(ps) = self.pubsub.take() {
+            let n = ps.channels.len() + ps.patterns.len();
+            self.shared.metrics.subscriptions_add(-(n as i64));
+        }
     }
 
     /// Sends a pub/sub command on the subscriber connection (opened on first use, to the
     /// master every Slotway instance picks: the first by address). Its confirmations and every
     /// message come back as subscriber deliveries.
     fn send_subscriber(&mut self, req: Request) {
-        if self.subscriber.is_none() {
+        if self.pubsub.as_ref().is_none_or(|p| p.conn.is_none()) {
             let routes = self.shared.topology.routes();
             let Some(pool) = routes.masters().first().cloned() else {
                 let (frame, _) = ProxyError::SlotNotServed(0).reply();
@@ -936,9 +1001,9 @@ impl Session {
                 return;
             };
             let conn = pool.subscriber(self.client.version, self.replies.clone());
-            self.subscriber = Some(conn);
+            self.pubsub.get_or_insert_with(Default::default).conn = Some(conn);
         }
-        if let Some(conn) = &self.subscriber {
+        if let Some(conn) = self.pubsub.as_ref().and_then(|p| p.conn.as_ref()) {
             conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
         }
     }
@@ -952,7 +1017,7 @@ impl Session {
             _ => {
                 // The node went away: a subscriber of a failed Redis is disconnected too.
                 tracing::info!(client = self.client.id, "subscriber connection lost");
-                self.subscriber = None;
+                self.drop_subscriptions();
                 self.closing = true;
                 self.queue.clear();
                 return;
@@ -990,25 +1055,25 @@ impl Session {
     fn transaction_command(&mut self, name: &str, req: &Request) -> bool {
         match name {
             "multi" => {
-                if self.tx.is_some() {
+                if self.in_transaction() {
                     self.fail_new(ProxyError::Other(
                         "ERR MULTI calls can not be nested".to_string(),
                     ));
                 } else {
-                    self.tx = Some(transaction::Queued::default());
+                    self.stateful().tx = Some(transaction::Queued::default());
                     self.push_done(Bytes::from_static(b"+OK\r\n"));
                 }
                 true
             }
             "exec" => {
-                match self.tx.take() {
+                match self.take_transaction() {
                     None => self.fail_new(ProxyError::Other("ERR EXEC without MULTI".to_string())),
                     Some(queued) => self.exec(queued),
                 }
                 true
             }
             "discard" => {
-                match self.tx.take() {
+                match self.take_transaction() {
                     None => {
                         self.fail_new(ProxyError::Other("ERR DISCARD without MULTI".to_string()))
                     }
@@ -1020,7 +1085,7 @@ impl Session {
                 true
             }
             "watch" => {
-                if let Some(tx) = &mut self.tx {
+                if let Some(tx) = self.stateful.as_mut().and_then(|s| s.tx.as_mut()) {
                     tx.dirty = true;
                     self.fail_new(ProxyError::Other(
                         "ERR WATCH inside MULTI is not allowed".to_string(),
@@ -1030,13 +1095,13 @@ impl Session {
                 self.watch(req);
                 true
             }
-            "unwatch" if self.tx.is_none() => {
+            "unwatch" if !self.in_transaction() => {
                 self.unwatch();
                 self.push_done(Bytes::from_static(b"+OK\r\n"));
                 true
             }
             "reset" => {
-                self.tx = None;
+                self.take_transaction();
                 self.unwatch();
                 false
             }
@@ -1058,12 +1123,18 @@ impl Session {
         let Some(&slot) = slots.first() else {
             return self.fail_new(ProxyError::WrongArity("watch"));
         };
-        if slots.iter().any(|s| *s != slot) || self.watch.is_some_and(|w| w != slot) {
+        if slots.iter().any(|s| *s != slot)
+            || self
+                .stateful
+                .as_ref()
+                .and_then(|s| s.watch)
+                .is_some_and(|w| w != slot)
+        {
             return self.fail_new(ProxyError::Other(
                 "CROSSSLOT WATCH keys must all hash to one slot through Slotway (use hash tags such as {user1}:a)".to_string(),
             ));
         }
-        self.watch = Some(slot);
+        self.stateful().watch = Some(slot);
         let seq = self.next_seq();
         let mut pending = Pending::new(req.clone(), Target::Slot(slot));
         pending.lane = Some(0);
@@ -1073,7 +1144,7 @@ impl Session {
 
     /// Drops the client's watch on its node, if any (the reply is not needed).
     fn unwatch(&mut self) {
-        let Some(slot) = self.watch.take() else {
+        let Some(slot) = self.take_watch() else {
             return;
         };
         if let Some(pool) = self.resolve(Target::Slot(slot)) {
@@ -1107,7 +1178,7 @@ impl Session {
             ))),
             Err(e) => Err(e),
         };
-        let Some(tx) = &mut self.tx else {
+        let Some(tx) = self.stateful.as_mut().and_then(|s| s.tx.as_mut()) else {
             return;
         };
         match slot {
@@ -1124,9 +1195,9 @@ impl Session {
 
     /// EXEC: one `MULTI ... EXEC` per slot group; the watched group first.
     fn exec(&mut self, queued: transaction::Queued) {
-        let watched = self.watch.take();
+        let watched = self.take_watch();
         if queued.dirty {
-            self.watch = watched;
+            self.stateful().watch = watched;
             self.unwatch();
             return self.fail_new(ProxyError::Other(
                 "EXECABORT Transaction discarded because of previous errors.".to_string(),
@@ -1141,7 +1212,7 @@ impl Session {
         let keyed = groups.iter().filter(|g| g.slot.is_some()).count();
         if keyed > 1 && self.shared.config.cross_slot_transactions == CrossSlotTransactions::Refuse
         {
-            self.watch = watched;
+            self.stateful().watch = watched;
             self.unwatch();
             return self.fail_new(ProxyError::Other(
                 "CROSSSLOT Keys in the transaction don't hash to the same slot and cross_slot_transactions is refuse; nothing was applied".to_string(),

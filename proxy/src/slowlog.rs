@@ -104,8 +104,8 @@ impl SlowLog {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             unix_secs: now.as_secs(),
             micros,
-            client: client.peer.to_string(),
-            name: client.name.clone().unwrap_or_default(),
+            client: client.peer().map(|p| p.to_string()).unwrap_or_default(),
+            name: client.name().unwrap_or_default(),
             args,
         };
         if self.log.load(Ordering::Relaxed) {

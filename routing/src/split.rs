@@ -131,7 +131,7 @@ fn split_streams(req: &Request) -> Option<Split> {
         return None;
     }
     let rest = args.len() - streams_at - 1;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || !rest.is_multiple_of(2) {
         return None;
     }
     let n = rest / 2;

@@ -204,10 +204,8 @@ impl Session {
         };
         let n = pop.parts.len();
         if stage == Stage::Block {
-            self.shared
-                .stats
-                .blocked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Counted as blocked until answered or gone (the meter undoes it either way).
+            self.meter.block(seq);
         }
         for part in 0..n {
             self.send(seq, part as u32, None);
@@ -349,10 +347,6 @@ impl Session {
                     self.pop_unblock(seq, loser);
                 }
                 if let Some(answer) = answer {
-                    self.shared
-                        .stats
-                        .blocked
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     self.pop_answer(idx, answer);
                 }
             }
