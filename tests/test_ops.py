@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from test_core import spread_keys
 import yaml
 from redis.crc import key_slot
 
@@ -124,12 +126,18 @@ def test_metrics_count_commands_by_name_during_load(proxy_factory, cluster):
     errors: list[BaseException] = []
     done = {"n": 0}
 
+    # Keys on every master (earlier tests may have moved slots around), cycled by each thread.
+    keys = spread_keys(cluster, "ops:load", per_master=2)
+
     def load(i: int) -> None:
         c = proxy.client()
+        n = i
         try:
             while not stop.is_set():
-                c.set(f"ops:load:{i}", "v")
-                assert c.get(f"ops:load:{i}") == "v"
+                key = keys[n % len(keys)]
+                n += 1
+                c.set(key, "v")
+                assert c.get(key) == "v"
                 done["n"] += 1
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -152,7 +160,7 @@ def test_metrics_count_commands_by_name_during_load(proxy_factory, cluster):
     assert value(second, "slotway_clients_connected") >= 4
 
     c = proxy.client()
-    c.mget([f"ops:load:{i}" for i in range(4)] + ["ops:missing"])  # split across slots
+    c.mget(keys[:4] + ["ops:missing"])  # split across slots
     c.lpush("ops:list", "x")
     with pytest.raises(redis.ResponseError):
         c.get("ops:list")  # WRONGTYPE: an error reply

@@ -68,6 +68,19 @@ pub struct ConnSettings {
     pub node: Arc<crate::metrics::NodeMetrics>,
 }
 
+impl ConnSettings {
+    /// The `AUTH [username] password` request for the nodes, if credentials are set.
+    pub fn auth_request(&self) -> Option<protocol::Request> {
+        let (user, pass) = self.auth.as_ref()?;
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = user {
+            args.push(user.as_bytes());
+        }
+        args.push(pass.as_bytes());
+        Some(protocol::Request::from_args(args))
+    }
+}
+
 /// What a connection is used for.
 #[derive(Debug, Clone)]
 pub enum ConnKind {
@@ -238,13 +251,8 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<
     stream.set_nodelay(true)?;
     let mut hello = Vec::new();
     let mut expected = 0;
-    if let Some((user, pass)) = &settings.auth {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = user {
-            args.push(user.as_bytes());
-        }
-        args.push(pass.as_bytes());
-        hello.extend_from_slice(protocol::Request::from_args(args).raw());
+    if let Some(auth) = settings.auth_request() {
+        hello.extend_from_slice(auth.raw());
         expected += 1;
     }
     if settings.version == Version::Resp3 {

@@ -569,13 +569,8 @@ async fn ping(addr: &str, base: &ConnSettings) -> Result<(), String> {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut expect = 1;
-        if let Some((user, pass)) = &base.auth {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = user {
-                args.push(user.as_bytes());
-            }
-            args.push(pass.as_bytes());
-            out.extend_from_slice(protocol::Request::from_args(args).raw());
+        if let Some(auth) = base.auth_request() {
+            out.extend_from_slice(auth.raw());
             expect += 1;
         }
         out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
@@ -607,13 +602,8 @@ async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, Stri
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut expect = 0;
-        if let Some((user, pass)) = &base.auth {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = user {
-                args.push(user.as_bytes());
-            }
-            args.push(pass.as_bytes());
-            out.extend_from_slice(protocol::Request::from_args(args).raw());
+        if let Some(auth) = base.auth_request() {
+            out.extend_from_slice(auth.raw());
             expect += 1;
         }
         out.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n");
