@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from test_core import spread_keys
 import yaml
 from redis.crc import key_slot
 
 from support import process
 from support.proxy import REPO_ROOT, slotway_path
+from test_core import spread_keys
 
 DEPLOY = REPO_ROOT / "deploy"
 
