@@ -182,7 +182,9 @@ def read_records(record_dir: str, token: str) -> list[Record]:
     except FileNotFoundError:
         return []
     out = []
-    for line in text.splitlines():
+    # The last piece is "" when every line is complete; otherwise it is a line another writer
+    # is still writing (a read can see part of a concurrent write): not a record yet.
+    for line in text.split("\n")[:-1]:
         label, task_id, hostname, at = line.split("\t")
         out.append(Record(label, task_id, hostname, float(at)))
     return out
