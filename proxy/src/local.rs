@@ -407,7 +407,7 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
             shared.stats.clients_accepted.load(Ordering::Relaxed),
-            shared.stats.commands.load(Ordering::Relaxed),
+            shared.metrics.command_totals().0,
             shared.metrics.clients_rejected(),
         );
     }
@@ -431,8 +431,8 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             if map.is_complete() { "all" } else { "partial" },
             routes.age().as_secs_f64(),
             shared.topology.refresh_count(),
-            shared.stats.moved.load(Ordering::Relaxed),
-            shared.stats.ask.load(Ordering::Relaxed),
+            shared.metrics.redirects_of(crate::metrics::RedirectKind::Moved),
+            shared.metrics.redirects_of(crate::metrics::RedirectKind::Ask),
             shared.stats.retries.load(Ordering::Relaxed),
         );
         crate::metrics::write_info(&mut out, shared);

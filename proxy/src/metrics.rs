@@ -463,6 +463,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Redirects of `kind` handled so far, from every node (for INFO).
+    pub fn redirects_of(&self, kind: RedirectKind) -> u64 {
+        prometheus::core::Collector::collect(&self.redirects)
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.get_name() == "kind" && l.get_value() == kind.label())
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     /// A slot map refresh ended; `ok` if a node answered.
     pub fn refreshed(&self, ok: bool) {
         if ok {

@@ -29,15 +29,9 @@ pub struct Stats {
     pub clients_open: AtomicU64,
     /// Client connections accepted since start.
     pub clients_accepted: AtomicU64,
-    /// Commands received.
-    pub commands: AtomicU64,
     /// Clients waiting in a blocking command (`slotway_blocked_clients`): a client counts from
     /// sending its blocking request until its reply is ready or it disconnects.
     pub blocked: AtomicU64,
-    /// MOVED redirects followed.
-    pub moved: AtomicU64,
-    /// ASK redirects followed.
-    pub ask: AtomicU64,
     /// Requests sent again (TRYAGAIN, CLUSTERDOWN, unreachable node).
     pub retries: AtomicU64,
 }

@@ -327,7 +327,6 @@ impl Session {
 
     /// Takes a new request: answers it, refuses it, or sends it on.
     fn start(&mut self, req: Request) {
-        self.shared.stats.commands.fetch_add(1, Ordering::Relaxed);
         let spec = routing::lookup(req.name(), req.arg(1));
         self.meter.start(self.next_seq(), spec, req.raw());
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
@@ -634,14 +633,10 @@ impl Session {
             let topology = &self.shared.topology;
             let to = match redirect {
                 Redirect::Moved { slot, addr } => {
-                    self.shared.stats.moved.fetch_add(1, Ordering::Relaxed);
                     topology.moved(slot, &addr);
                     (topology.pool(&addr), false)
                 }
-                Redirect::Ask { addr, .. } => {
-                    self.shared.stats.ask.fetch_add(1, Ordering::Relaxed);
-                    (topology.pool(&addr), true)
-                }
+                Redirect::Ask { addr, .. } => (topology.pool(&addr), true),
             };
             self.send(seq, part, Some(to));
             return true;
