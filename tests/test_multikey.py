@@ -74,7 +74,7 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
                 ["SUNIONSTORE", "dst", "src", "dst"], ["RENAME", "src", "other"],
                 ["ZUNIONSTORE", "z", "2", "src", "dst"], ["PFMERGE", "a", "b"],
-                ["BITOP", "AND", "d", "a", "b"], ["LMOVE", "src", "dst", "LEFT", "LEFT"],
+                ["BITOP", "AND", "d", "a", "b"], ["SINTERSTORE", "dst", "src", "dst"],
                 ["COPY", "src", "copy"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)
@@ -137,8 +137,7 @@ def test_keyspace_wide_commands(proxy, cluster, clean):
     lastsave = proxy.raw(b"LASTSAVE\r\n", expect=b"\r\n")
     assert lastsave.startswith(b":") and 0 < int(lastsave[1:]) <= time.time()
     assert c.execute_command("WAIT", 1, 1000) == 1
-    with pytest.raises(redis.ResponseError, match="timeout between 1 and 5000"):
-        c.execute_command("WAIT", 1, 0)
+    assert c.execute_command("WAIT", 1, 0) == 1
     assert isinstance(c.memory_usage(keys[0]), int)
     assert c.object("encoding", keys[0]) == "embstr"
     dumped = proxy.client(decode_responses=False).dump(keys[0])

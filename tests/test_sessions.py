@@ -205,6 +205,225 @@ def test_many_consumers_and_producers_lose_and_duplicate_nothing(proxy, clean):
     assert proxy.client().exists(*queues) == 0
 
 
+def command_bytes(*args) -> bytes:
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+@pytest.mark.parametrize("resp3", [False, True])
+def test_cross_slot_mpop_and_move_match_a_single_node(proxy, standalone, cluster, clean, resp3):
+    # a, b, z, str, nope and other are all in different slots.
+    names = ["a", "b", "z", "str", "nope", "other"]
+    assert len({cluster.keyslot(k) for k in names}) == len(names)
+    script = [
+        ["RPUSH", "a", "1", "2", "3", "4"], ["RPUSH", "b", "x", "y"], ["SET", "str", "s"],
+        ["ZADD", "z", "1", "m1", "2.5", "m2", "3", "m3"],
+        # LMPOP / BLMPOP / ZMPOP / BZMPOP: the first non-empty key in argument order.
+        ["LMPOP", "2", "nope", "a", "LEFT"], ["LMPOP", "3", "nope", "b", "a", "RIGHT", "COUNT", "5"],
+        ["BLMPOP", "0.1", "2", "nope", "a", "LEFT", "COUNT", "2"], ["BLMPOP", "0.1", "2", "nope", "other", "LEFT"],
+        ["ZMPOP", "2", "nope", "z", "MIN", "COUNT", "2"], ["BZMPOP", "1", "2", "nope", "z", "MAX"],
+        ["BZMPOP", "0.1", "2", "nope", "other", "MAX"], ["LMPOP", "2", "nope", "z", "LEFT"],
+        ["LMPOP", "2", "nope", "str", "LEFT"],
+        # What one node checks before touching anything.
+        ["BLMPOP", "-1", "2", "nope", "other", "LEFT"], ["BLMPOP", "x", "2", "nope", "other", "LEFT"],
+        ["LMPOP", "2", "nope", "other", "UP"], ["LMPOP", "2", "nope", "other", "LEFT", "COUNT", "0"],
+        ["BLPOP", "nope", "other", "-1"], ["BRPOP", "nope", "other", "soon"],
+        # LMOVE / BLMOVE / RPOPLPUSH / BRPOPLPUSH between slots.
+        ["RPUSH", "a", "1", "2", "3"], ["LMOVE", "a", "b", "LEFT", "RIGHT"], ["RPOPLPUSH", "a", "b"],
+        ["BLMOVE", "a", "b", "RIGHT", "LEFT", "0"], ["LRANGE", "b", "0", "-1"], ["EXISTS", "a"],
+        ["BRPOPLPUSH", "a", "b", "0.1"], ["BLMOVE", "a", "b", "LEFT", "LEFT", "0.1"], ["RPOPLPUSH", "a", "b"],
+        ["LMOVE", "nope", "b", "UP", "LEFT"], ["BLMOVE", "nope", "b", "LEFT", "LEFT", "-1"],
+        # WRONGTYPE at the destination: nothing moves.
+        ["LMOVE", "b", "str", "LEFT", "LEFT"], ["LRANGE", "b", "0", "-1"], ["LMOVE", "str", "b", "LEFT", "LEFT"],
+    ]
+    payload = (b"HELLO 3\r\n" if resp3 else b"") + b"".join(command_bytes(*c) for c in script)
+    mine = proxy.raw(payload, timeout=2.0)
+    theirs = standalone.raw(payload, timeout=2.0)
+    if resp3:  # the connection id in HELLO's reply differs
+        mine, theirs = mine.split(b"*0\r\n", 1)[1], theirs.split(b"*0\r\n", 1)[1]
+    assert mine.split(b"\r\n") == theirs.split(b"\r\n")
+
+
+def test_cross_slot_blmpop_and_blmove_block_until_an_element_arrives(proxy, clean):
+    c = proxy.client(socket_timeout=10)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "mpop", c.execute_command("BLMPOP", "5", "3", "m:a", "m:b", "m:c", "RIGHT", "COUNT", "3")))
+    t.start()
+    time.sleep(0.5)
+    proxy.client().rpush("m:c", "1", "2")
+    t.join(6)
+    assert result["mpop"] == ["m:c", ["2", "1"]]
+    c2 = proxy.client(socket_timeout=10)
+    t = threading.Thread(target=lambda: result.setdefault("move", c2.blmove("mv:src", "mv:dst", 5, "LEFT", "RIGHT")))
+    t.start()
+    time.sleep(0.5)
+    proxy.client().rpush("mv:src", "job")
+    t.join(6)
+    assert result["move"] == "job"
+    assert proxy.client().lrange("mv:dst", 0, -1) == ["job"]
+    assert proxy.client().exists("m:a", "m:b", "m:c", "mv:src") == 0
+
+
+def test_reliable_queue_and_mpop_consumers_lose_and_duplicate_nothing(proxy, cluster, clean):
+    """BRPOPLPUSH into a processing list of another slot, and BLMPOP with COUNT over five
+    queues: every element is delivered exactly once."""
+    queues = [f"rq:{i}" for i in range(5)]
+    assert len({cluster.keyslot(q) for q in queues + ["rq:processing"]}) > 2
+    total = 900
+    consumed: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def mpop_consumer():
+        c = proxy.client(socket_timeout=10)
+        while not stop.is_set():
+            r = c.execute_command("BLMPOP", "0.2", len(queues), *queues, "LEFT", "COUNT", "2")
+            if r:
+                with lock:
+                    consumed.extend(r[1])
+
+    def move_consumer():
+        c = proxy.client(socket_timeout=10)
+        while not stop.is_set():
+            m = c.brpoplpush(queues[0], "rq:processing", timeout=0.2)
+            if m:
+                with lock:
+                    consumed.append(m)
+                c.lrem("rq:processing", 1, m)
+
+    def produce(p):
+        c = proxy.client()
+        for i in range(total // 3):
+            c.rpush(queues[i % len(queues)], f"{p}-{i}")
+
+    consumers = [threading.Thread(target=mpop_consumer) for _ in range(3)]
+    consumers += [threading.Thread(target=move_consumer) for _ in range(2)]
+    producers = [threading.Thread(target=produce, args=(p,)) for p in range(3)]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    while len(consumed) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for t in consumers:
+        t.join(10)
+    counts = Counter(consumed)
+    assert [m for m, n in counts.items() if n > 1] == []
+    assert len(counts) == total, f"lost {total - len(counts)} elements"
+    assert proxy.client().exists(*queues, "rq:processing") == 0
+
+
+def test_cross_slot_xread_block_wakes_on_any_stream(proxy, cluster, clean):
+    streams = ["xb:a", "xb:b", "xb:c"]
+    assert len({cluster.keyslot(s) for s in streams}) == 3
+    c = proxy.client(socket_timeout=10)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "r", c.xread({s: "$" for s in streams}, block=0)))
+    t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    proxy.client().xadd("xb:c", {"f": "v"}, id="5-1")
+    t.join(5)
+    assert time.monotonic() - started < 2
+    assert result["r"] == [["xb:c", [("5-1", {"f": "v"})]]]
+    # The other nodes were told to stop blocking: no blocked client remains anywhere.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        blocked = sum(int(cluster.node(m).info("clients")["blocked_clients"]) for m in cluster.masters())
+        if blocked == 0:
+            break
+        time.sleep(0.1)
+    assert blocked == 0
+    # A timeout answers nil after about the time asked.
+    started = time.monotonic()
+    assert not c.xread({s: "$" for s in streams}, block=300)
+    assert 0.25 < time.monotonic() - started < 3
+
+
+def test_xreadgroup_block_consumers_get_every_entry_once(proxy, cluster, clean):
+    streams = [f"xg:{i}" for i in range(4)]
+    assert len({cluster.keyslot(s) for s in streams}) > 2
+    admin = proxy.client()
+    for s in streams:
+        admin.xgroup_create(s, "workers", id="0", mkstream=True)
+    total = 600
+    seen: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def consume(name):
+        c = proxy.client(socket_timeout=10)
+        while not stop.is_set():
+            r = c.xreadgroup("workers", name, {s: ">" for s in streams}, count=5, block=200)
+            for _stream, entries in r or []:
+                with lock:
+                    seen.extend(fields["n"] for _id, fields in entries)
+
+    def produce(p):
+        c = proxy.client()
+        for i in range(total // 2):
+            c.xadd(streams[i % len(streams)], {"n": f"{p}-{i}"})
+
+    consumers = [threading.Thread(target=consume, args=(f"c{i}",)) for i in range(3)]
+    producers = [threading.Thread(target=produce, args=(p,)) for p in range(2)]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    while len(seen) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for t in consumers:
+        t.join(10)
+    counts = Counter(seen)
+    assert [m for m, n in counts.items() if n > 1] == []
+    assert len(counts) == total, f"missing {total - len(counts)} entries"
+    # Every delivered entry is pending for exactly one consumer, as on one node.
+    assert sum(admin.xpending(s, "workers")["pending"] for s in streams) == total
+
+
+def test_wait_runs_on_its_own_connections(proxy, cluster, clean):
+    c = proxy.client(socket_timeout=10)
+    for i in range(50):
+        c.set(f"wait:{i}", i)
+    # Every master has one replica: all of them acknowledge the client's writes.
+    assert c.execute_command("WAIT", 1, 0) == 1
+    started = time.monotonic()
+    assert c.execute_command("WAIT", 2, 300) == 1
+    assert 0.25 < time.monotonic() - started < 3
+    # A WAIT that can never be satisfied blocks only its own client.
+    waiter = proxy.client(socket_timeout=10)
+    t = threading.Thread(target=lambda: waiter.execute_command("WAIT", 5, 0), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    other = proxy.client()
+    started = time.monotonic()
+    for i in range(200):
+        other.get(f"wait:{i % 50}")
+    assert time.monotonic() - started < 3
+    # The marker keys the proxy writes are never visible.
+    assert other.keys("__slotway*") == []
+    # A client that goes away releases the nodes' blocked connections.
+    waiter.connection_pool.disconnect()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        blocked = sum(int(cluster.node(m).info("clients")["blocked_clients"]) for m in cluster.masters())
+        if blocked == 0:
+            break
+        time.sleep(0.1)
+    assert blocked == 0
+    with pytest.raises(redis.ResponseError, match="timeout is negative"):
+        c.execute_command("WAIT", 1, -1)
+
+
 # -- pub/sub ---------------------------------------------------------------------------------
 
 
@@ -402,5 +621,6 @@ def test_xread_across_slots_without_block_matches_a_single_node(proxy, standalon
     p, s = proxy.client(protocol=protocol), standalone.client(protocol=protocol)
     for cmd in reads:
         assert p.execute_command(*cmd) == s.execute_command(*cmd), cmd
-    with pytest.raises(redis.ResponseError, match="same slot"):
-        p.execute_command("XREAD", "BLOCK", "10", "STREAMS", "st:a", "st:c", "$", "$")
+    # With BLOCK: what has entries now is answered at once, merged, as one node does.
+    blocked = ["XREAD", "BLOCK", "100", "STREAMS", *streams, "0", "0", "0", "0"]
+    assert p.execute_command(*blocked) == s.execute_command(*blocked)

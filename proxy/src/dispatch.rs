@@ -53,6 +53,9 @@ pub enum Finish {
     /// KEYS, RANDOMKEY: map stored key names back to the client's, drop those of other
     /// databases, and those not matching the pattern the proxy applies itself, if any.
     Names(Option<bytes::Bytes>),
+    /// WAIT: each master's reply is the last of the frames its payload produced
+    /// (`session::wait`).
+    Wait,
     /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
     /// answers NOSCRIPT.
     ScriptLoad(bytes::Bytes),
@@ -78,8 +81,16 @@ pub enum Plan {
         /// After merging.
         finish: Finish,
     },
-    /// BLPOP, BRPOP, BZPOPMIN, BZPOPMAX over keys of several slots (see `session::pop`).
+    /// BLPOP, BRPOP, BZPOPMIN, BZPOPMAX, BLMPOP, BZMPOP, LMPOP, ZMPOP over keys of several
+    /// slots (see `session::pop`).
     MultiPop,
+    /// LMOVE, BLMOVE, RPOPLPUSH, BRPOPLPUSH between keys of two slots (see `session::lmove`).
+    Move,
+    /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
+    BlockingRead,
+    /// WAIT: on every master, on a connection of the client's own, once everything the client
+    /// sent before it is answered (see `session::wait`).
+    Wait,
     /// SCAN: one step on one master.
     Scan {
         /// The master.
@@ -162,7 +173,7 @@ fn fanout(name: &str) -> Option<(Fan, Merge)> {
         "flushdb" | "flushall" | "script|flush" | "function|flush" | "function|delete"
         | "function|restore" => (Fan::Masters, Merge::AllOk),
         "randomkey" => (Fan::Masters, Merge::AnyNonNil { start: 0 }),
-        "lastsave" | "wait" => (Fan::Masters, Merge::Min),
+        "lastsave" => (Fan::Masters, Merge::Min),
         "script|load" | "function|load" => (Fan::Masters, Merge::Same),
         "script|exists" => (Fan::Masters, Merge::AndArrays),
         "config|set" | "config|resetstat" | "config|rewrite" => (Fan::AllNodes, Merge::AllOk),
@@ -228,7 +239,8 @@ pub fn plan(
         _ => {}
     }
     if spec.name == "wait" {
-        check_wait_timeout(req)?;
+        check_wait_args(req)?;
+        return Ok(Plan::Wait);
     }
     if let Some((fan, mut merge)) = fanout(spec.name) {
         if let Merge::AnyNonNil { start } = &mut merge {
@@ -252,8 +264,26 @@ pub fn plan(
     let slot = match key_slot(spec, req)? {
         KeySlot::One(slot) => Some(slot),
         KeySlot::None => None,
-        KeySlot::Many if matches!(spec.name, "blpop" | "brpop" | "bzpopmin" | "bzpopmax") => {
+        KeySlot::Many
+            if matches!(
+                spec.name,
+                "blpop"
+                    | "brpop"
+                    | "bzpopmin"
+                    | "bzpopmax"
+                    | "blmpop"
+                    | "bzmpop"
+                    | "lmpop"
+                    | "zmpop"
+            ) =>
+        {
             return Ok(Plan::MultiPop);
+        }
+        KeySlot::Many if matches!(spec.name, "lmove" | "blmove" | "rpoplpush" | "brpoplpush") => {
+            return Ok(Plan::Move);
+        }
+        KeySlot::Many if matches!(spec.name, "xread" | "xreadgroup") && has_block(req) => {
+            return Ok(Plan::BlockingRead);
         }
         KeySlot::Many => {
             return match routing::split::split(spec.name, req) {
@@ -272,6 +302,14 @@ pub fn plan(
             reason: "keyless commands of this kind are not supported yet",
         }),
     }
+}
+
+/// True if an XREAD / XREADGROUP has the BLOCK option.
+fn has_block(req: &Request) -> bool {
+    req.args()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
 enum KeySlot {
@@ -300,28 +338,21 @@ fn key_slot(spec: &'static CommandSpec, req: &Request) -> Result<KeySlot, ProxyE
     })
 }
 
-/// Longest WAIT the proxy accepts, in milliseconds.
-pub const MAX_WAIT_MS: u64 = 5_000;
-
-/// WAIT runs on the client's pooled connection to each master (that connection carries the
-/// client's writes, so the node waits for them), which holds that connection for the other
-/// clients sharing it. So the timeout must be given and short.
-fn check_wait_timeout(req: &Request) -> Result<(), ProxyError> {
-    let timeout = req
-        .arg(2)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .and_then(|t| t.parse::<i64>().ok())
-        .ok_or(ProxyError::Other(
-            "ERR timeout is not an integer or out of range".to_string(),
-        ))?;
+/// Checks WAIT's arguments as the node would, before anything is sent.
+fn check_wait_args(req: &Request) -> Result<(), ProxyError> {
+    let int = |i| {
+        req.arg(i)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<i64>().ok())
+    };
+    int(1).ok_or(ProxyError::Other(
+        "ERR value is not an integer or out of range".to_string(),
+    ))?;
+    let timeout = int(2).ok_or(ProxyError::Other(
+        "ERR timeout is not an integer or out of range".to_string(),
+    ))?;
     if timeout < 0 {
         return Err(ProxyError::Other("ERR timeout is negative".to_string()));
-    }
-    if timeout == 0 || timeout as u64 > MAX_WAIT_MS {
-        return Err(ProxyError::Unsupported {
-            command: "wait",
-            reason: "through the proxy WAIT needs a timeout between 1 and 5000 ms (it holds a connection shared with other clients)",
-        });
     }
     Ok(())
 }
@@ -431,6 +462,35 @@ mod tests {
             Ok(Plan::Forward(Target::Blocking(_)))
         ));
         assert!(matches!(plan_of(&["MGET", "a", "b"]), Ok(Plan::Split(_))));
+        // Blocking and multi-step commands over keys of several slots ("a" and "b" differ).
+        for cmd in [
+            &["BRPOP", "a", "b", "0"][..],
+            &["BLMPOP", "0", "2", "a", "b", "LEFT"],
+            &["ZMPOP", "2", "a", "b", "MIN"],
+        ] {
+            assert!(matches!(plan_of(cmd), Ok(Plan::MultiPop)), "{cmd:?}");
+        }
+        assert!(matches!(
+            plan_of(&["BRPOPLPUSH", "a", "b", "0"]),
+            Ok(Plan::Move)
+        ));
+        assert!(matches!(
+            plan_of(&["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$"]),
+            Ok(Plan::BlockingRead)
+        ));
+        assert!(matches!(
+            plan_of(&["XREAD", "STREAMS", "a", "b", "0", "0"]),
+            Ok(Plan::Split(_))
+        ));
+        assert!(matches!(plan_of(&["WAIT", "1", "0"]), Ok(Plan::Wait)));
+        assert!(matches!(
+            plan_of(&["WAIT", "1", "-1"]),
+            Err(ProxyError::Other(_))
+        ));
+        assert!(matches!(
+            plan_of(&["SINTERSTORE", "a", "b"]),
+            Err(ProxyError::CrossSlot("sinterstore"))
+        ));
         assert!(matches!(
             plan_of(&["MSETNX", "a", "1", "b", "2"]),
             Err(ProxyError::CrossSlot("msetnx"))

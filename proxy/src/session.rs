@@ -43,12 +43,17 @@ use crate::server::{ClientState, Shared};
 use crate::topology::{NodePool, Routes};
 use crate::transaction::{self, GroupOutcome};
 
+mod lmove;
 mod pop;
+mod wait;
+mod xread;
 
 /// Stop reading from a client whose unwritten replies exceed this.
 const OUTPUT_HIGH_WATER: usize = 4 << 20;
 /// Requests decoded per wake-up before the session yields to replies and writes.
 const DECODE_BATCH: usize = 512;
+/// Requests buffered, at most, behind a blocking command (beyond one request that is larger).
+const HELD_READ_LIMIT: usize = 1 << 20;
 /// First read buffer size; it grows for large requests.
 const READ_CHUNK: usize = 2048;
 
@@ -61,8 +66,15 @@ enum Entry {
     Gather(Box<Gather>),
     /// EXEC of a transaction: one `MULTI ... EXEC` per slot group.
     Exec(Box<Exec>),
-    /// A blocking pop over keys of several slots.
+    /// A pop over keys of several slots.
     Pop(Box<pop::Pop>),
+    /// A list move between keys of two slots.
+    Move(Box<lmove::Move>),
+    /// XREAD / XREADGROUP with BLOCK over streams of several slots.
+    Read(Box<xread::Read>),
+    /// A request that must wait for everything before it (see [`Entry::holds_pipeline`]):
+    /// started when it reaches the head of the queue.
+    Later(Box<Later>),
     /// Answered, as bytes for the client.
     Done(Bytes),
     /// A pub/sub command: sent on the subscriber connection when it reaches the head of the
@@ -192,6 +204,35 @@ pub async fn run(
     session.drop_subscriptions();
 }
 
+/// A request started only once every request before it is answered, as one node would run
+/// it: blocking commands, and commands the proxy carries out in several steps.
+#[derive(Debug)]
+enum Later {
+    /// A blocking command on one slot.
+    Blocking(Pending),
+    Pop(pop::Pop),
+    Move(lmove::Move),
+    Read(xread::Read),
+    /// WAIT: the client's writes before it are done by then.
+    Wait(Request),
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// True for a request the client's later requests must wait for: a blocking command, or a
+    /// command the proxy carries out in several steps (a cross-slot pop, move or blocking read,
+    /// WAIT). One node runs a client's commands one at a time; these are the ones whose
+    /// execution could otherwise overlap the next ones.
+    fn holds_pipeline(&self) -> bool {
+        match self {
+            Entry::Waiting(p) => matches!(p.target, Target::Blocking(_)),
+            Entry::Pop(_) | Entry::Move(_) | Entry::Read(_) | Entry::Later(_) => true,
+            _ => false,
+        }
+    }
+}
+
 // === impl Pending ===
 
 impl Pending {
@@ -227,7 +268,13 @@ impl Session {
         // True when decoding stopped at `max_pipeline` with complete requests possibly left in
         // `rbuf`: they must be decoded once there is room, not when the socket next has data.
         let mut held = false;
+        // The client closed its side.
+        let mut peer_gone = false;
         loop {
+            if peer_gone && self.meter.only_blocked_pending() {
+                // Gone while blocked: nobody to answer (Redis drops it too).
+                return Ok(());
+            }
             if held && !self.closing && self.queue.len() < max_pipeline {
                 held = self.decode_all(&mut rbuf);
             }
@@ -236,9 +283,11 @@ impl Session {
                 Box::pin(crate::shutdown::close(&mut rd, &mut wr)).await;
                 return Ok(());
             }
+            // While held behind a blocking command, read on only to notice the client leaving.
             let can_read = !self.closing
                 && self.queue.len() < max_pipeline
-                && self.wbuf.len() < OUTPUT_HIGH_WATER;
+                && self.wbuf.len() < OUTPUT_HIGH_WATER
+                && !(held && rbuf.len() >= HELD_READ_LIMIT);
             tokio::select! {
                 biased;
                 () = self.replies.ready() => self.take_replies(),
@@ -259,10 +308,7 @@ impl Session {
                     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                     if let std::task::Poll::Ready(r) = read.poll(&mut cx) {
                         if self.meter.read(r?) == 0 {
-                            if self.meter.only_blocked_pending() {
-                                // Gone while blocked: nobody to answer (Redis drops it too).
-                                return Ok(());
-                            }
+                            peer_gone = true;
                             self.closing = true;
                         } else {
                             held = self.decode_all(&mut rbuf);
@@ -307,6 +353,11 @@ impl Session {
                 return false;
             }
             if self.queue.len() >= self.shared.config.max_pipeline {
+                return true;
+            }
+            if self.queue.back().is_some_and(Entry::holds_pipeline) {
+                // One node runs nothing after a blocking or multi-step command until it is
+                // done: neither does the proxy.
                 return true;
             }
             match protocol::decode_request(rbuf, &limits) {
@@ -382,6 +433,9 @@ impl Session {
                 let seq = self.next_seq();
                 let mut pending = Pending::new(req, target);
                 pending.restore = renaming && spec.is_some_and(|s| names::reply_has_keys(s.name));
+                if matches!(target, Target::Blocking(_)) {
+                    return self.later(Later::Blocking(pending));
+                }
                 self.queue.push_back(Entry::Waiting(pending));
                 self.send(seq, 0, None);
             }
@@ -419,9 +473,20 @@ impl Session {
                     .collect();
                 self.start_gather(req, parts, merge, finish);
             }
-            Plan::MultiPop => match spec.and_then(|s| pop::PopKind::of(s.name)) {
-                Some(kind) => self.start_pop(kind, &req),
-                None => self.fail_new(ProxyError::CrossSlot("?")),
+            Plan::Wait => self.later(Later::Wait(req)),
+            Plan::BlockingRead => {
+                match xread::Read::parse(spec.map_or("xread", |s| s.name), &req) {
+                    Ok(read) => self.later(Later::Read(read)),
+                    Err(e) => self.fail_new(e),
+                }
+            }
+            Plan::Move => match lmove::Move::parse(spec.map_or("", |s| s.name), &req) {
+                Ok(m) => self.later(Later::Move(m)),
+                Err(e) => self.fail_new(e),
+            },
+            Plan::MultiPop => match pop::Pop::parse(spec.map_or("", |s| s.name), &req) {
+                Ok(pop) => self.later(Later::Pop(pop)),
+                Err(e) => self.fail_new(e),
             },
             Plan::Scan {
                 master,
@@ -431,6 +496,38 @@ impl Session {
                 let parts = vec![(Pending::new(request, Target::Master(master)), None)];
                 self.start_gather(req, parts, Merge::Concat, Finish::Scan { master, pattern });
             }
+        }
+    }
+
+    /// Queues a request that starts once everything before it is answered (`flush_ready`).
+    fn later(&mut self, later: Later) {
+        self.queue.push_back(Entry::Later(Box::new(later)));
+    }
+
+    /// Starts the `Later` request at the head of the queue.
+    fn start_later(&mut self) {
+        let Some(Entry::Later(later)) = self.queue.pop_front() else {
+            return;
+        };
+        let seq = self.head_seq;
+        match *later {
+            Later::Blocking(pending) => {
+                self.queue.push_front(Entry::Waiting(pending));
+                self.send(seq, 0, None);
+            }
+            Later::Pop(pop) => {
+                self.queue.push_front(Entry::Pop(Box::new(pop)));
+                self.pop_begin(seq);
+            }
+            Later::Move(m) => {
+                self.queue.push_front(Entry::Move(Box::new(m)));
+                self.send(seq, 0, None);
+            }
+            Later::Read(read) => {
+                self.queue.push_front(Entry::Read(Box::new(read)));
+                self.read_begin(seq);
+            }
+            Later::Wait(req) => self.start_wait(req),
         }
     }
 
@@ -463,6 +560,8 @@ impl Session {
         }
         match self.queue.get_mut(idx)? {
             Entry::Waiting(p) if part == 0 => Some(p),
+            Entry::Move(m) if part == 0 => Some(m.pending()),
+            Entry::Read(r) => r.pending(part),
             Entry::Gather(g) => match g.parts.get_mut(part as usize)? {
                 (p, None) => Some(p),
                 (_, Some(_)) => None,
@@ -577,8 +676,8 @@ impl Session {
         if seq == SUBSCRIBER_SEQ {
             return self.on_subscriber_frame(reply);
         }
-        if matches!(reply, Reply::Retry) && self.pop_is_cancelling(seq, part) {
-            return self.pop_unblock(seq, part);
+        if matches!(reply, Reply::Retry) && self.cancelling(seq, part).is_some() {
+            return self.unblock(seq, part);
         }
         let Some(p) = self.pending_mut(seq, part) else {
             return;
@@ -774,7 +873,9 @@ impl Session {
             }
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
             Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
-            Entry::Done(_) | Entry::Subscribe(..) | Entry::Confirming(_) => {}
+            Entry::Move(_) => self.move_done(seq, idx, reply),
+            Entry::Read(_) => self.read_part_done(seq, idx, part, reply),
+            Entry::Done(_) | Entry::Subscribe(..) | Entry::Confirming(_) | Entry::Later(_) => {}
         }
     }
 
@@ -790,6 +891,10 @@ impl Session {
         };
         let mut frames = Vec::with_capacity(g.parts.len());
         for (_, reply) in g.parts.iter_mut() {
+            if g.finish == Finish::Wait {
+                frames.push(wait::node_reply(&reply.take().unwrap_or_default()));
+                continue;
+            }
             let mut buf = BytesMut::from(reply.take().unwrap_or_default().as_ref());
             match protocol::decode(&mut buf, &limits) {
                 Ok(Some(f)) => frames.push(f),
@@ -799,7 +904,7 @@ impl Session {
             }
         }
         let frame = match &g.finish {
-            Finish::AsIs => g.merge.merge(frames),
+            Finish::AsIs | Finish::Wait => g.merge.merge(frames),
             Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();
                 let reply = scan_reply(frames, *master, masters);
@@ -863,6 +968,7 @@ impl Session {
                         self.meter.done(self.head_seq, &bytes, &self.client);
                     }
                 }
+                Some(Entry::Later(_)) => return self.start_later(),
                 Some(Entry::Subscribe(..)) => {
                     if let Some(Entry::Subscribe(req, n)) = self.queue.pop_front() {
                         self.queue.push_front(Entry::Confirming(n));
@@ -1163,11 +1269,11 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_) | Plan::MultiPop) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::BlockingRead) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),
-            Ok(Plan::Fanout { .. } | Plan::Scan { .. }) => Err(ProxyError::Other(format!(
+            Ok(Plan::Fanout { .. } | Plan::Scan { .. } | Plan::Wait) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot run '{}' inside a transaction: it needs every node",
                 spec.map_or("?", |s| s.name)
             ))),

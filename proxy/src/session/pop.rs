@@ -1,14 +1,15 @@
-//! BLPOP, BRPOP, BZPOPMIN and BZPOPMAX whose keys span slots, answered as one node would: the
-//! first key in argument order that has an element wins, with its real name; otherwise the
-//! client blocks until any key gets one, or the timeout.
+//! Pops whose keys span slots, answered as one node would: BLPOP, BRPOP, BZPOPMIN, BZPOPMAX,
+//! BLMPOP, BZMPOP (and the non-blocking LMPOP, ZMPOP). The first key in argument order that has
+//! an element wins, with its real name; otherwise the client blocks until any key gets one, or
+//! the timeout (LMPOP and ZMPOP answer nil instead of blocking).
 //!
 //! Stages of one such request:
 //!
 //! | stage | sends | next |
 //! |-------|-------|------|
 //! | probe | `EXISTS key` for every key, in parallel | take the first existing key; none: block |
-//! | take  | `RPOP`/`LPOP`/`ZPOPMIN`/`ZPOPMAX` of that key | element: answer; nil (someone was faster): probe again, at most 3 times, then block |
-//! | block | the blocking pop per slot group, each on a connection of the client's own | first element wins; the others are unblocked (`CLIENT UNBLOCK`, repeated until they answer) and an element any of them popped meanwhile is pushed back where it came from |
+//! | take  | `RPOP`/`LPOP`/`ZPOPMIN`/`ZPOPMAX` of that key (`LMPOP 1 key ...`/`ZMPOP 1 key ...` for the `*MPOP` forms) | element: answer; nil (someone was faster): probe again, at most 3 times, then block |
+//! | block | the blocking pop per slot group (`BLMPOP`/`BZMPOP` with that group's keys for the `*MPOP` forms), each on a connection of the client's own | first element wins; the others are unblocked (`CLIENT UNBLOCK`, repeated until they answer) and an element any of them popped meanwhile is pushed back where it came from |
 //!
 //! So no element is lost or delivered twice: every pop that was sent is waited for, and what
 //! a loser took goes back to the same end of the same key.
@@ -23,6 +24,7 @@ use routing::Slot;
 use super::{encode, Entry, Pending, Session};
 use crate::backend::Job;
 use crate::dispatch::Target;
+use crate::error::ProxyError;
 use crate::reply::{Delivery, Reply, ReplyTo};
 use crate::topology::NodePool;
 
@@ -31,13 +33,21 @@ const MAX_ROUNDS: u32 = 3;
 /// How often a loser of the race is told again to stop blocking.
 const UNBLOCK_EVERY: Duration = Duration::from_millis(100);
 
-/// Which pop.
+/// Which end of which kind of key a pop takes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PopKind {
     Left,
     Right,
     Min,
     Max,
+}
+
+/// The command's form: one element with its key (`BLPOP`: `[key, element]`), or up to COUNT
+/// elements of one key (`BLMPOP`: `[key, [elements]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    One,
+    Many { count: Option<Bytes> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +57,13 @@ enum Stage {
     Block,
 }
 
-/// A cross-slot blocking pop in progress.
+/// A cross-slot pop in progress.
 #[derive(Debug)]
 pub(super) struct Pop {
     kind: PopKind,
+    shape: Shape,
+    /// False for LMPOP and ZMPOP: answer nil instead of blocking.
+    blocking: bool,
     /// Stored key names, in argument order.
     keys: Vec<Bytes>,
     timeout: Bytes,
@@ -66,35 +79,40 @@ pub(super) struct Pop {
 // === impl PopKind ===
 
 impl PopKind {
-    pub(super) fn of(name: &str) -> Option<PopKind> {
-        Some(match name {
-            "blpop" => PopKind::Left,
-            "brpop" => PopKind::Right,
-            "bzpopmin" => PopKind::Min,
-            "bzpopmax" => PopKind::Max,
-            _ => return None,
-        })
-    }
-
-    fn blocking(self) -> &'static [u8] {
-        match self {
-            PopKind::Left => b"BLPOP",
-            PopKind::Right => b"BRPOP",
-            PopKind::Min => b"BZPOPMIN",
-            PopKind::Max => b"BZPOPMAX",
+    fn blocking(self, shape: &Shape) -> &'static [u8] {
+        match (self, shape) {
+            (PopKind::Left, Shape::One) => b"BLPOP",
+            (PopKind::Right, Shape::One) => b"BRPOP",
+            (PopKind::Min, Shape::One) => b"BZPOPMIN",
+            (PopKind::Max, Shape::One) => b"BZPOPMAX",
+            (PopKind::Left | PopKind::Right, Shape::Many { .. }) => b"BLMPOP",
+            (PopKind::Min | PopKind::Max, Shape::Many { .. }) => b"BZMPOP",
         }
     }
 
-    fn take(self) -> &'static [u8] {
-        match self {
-            PopKind::Left => b"LPOP",
-            PopKind::Right => b"RPOP",
-            PopKind::Min => b"ZPOPMIN",
-            PopKind::Max => b"ZPOPMAX",
+    fn take(self, shape: &Shape) -> &'static [u8] {
+        match (self, shape) {
+            (PopKind::Left, Shape::One) => b"LPOP",
+            (PopKind::Right, Shape::One) => b"RPOP",
+            (PopKind::Min, Shape::One) => b"ZPOPMIN",
+            (PopKind::Max, Shape::One) => b"ZPOPMAX",
+            (PopKind::Left | PopKind::Right, Shape::Many { .. }) => b"LMPOP",
+            (PopKind::Min | PopKind::Max, Shape::Many { .. }) => b"ZMPOP",
         }
     }
 
-    /// The command that puts back what a pop took: the same end of the same key.
+    /// The `*MPOP` direction argument.
+    fn direction(self) -> &'static [u8] {
+        match self {
+            PopKind::Left => b"LEFT",
+            PopKind::Right => b"RIGHT",
+            PopKind::Min => b"MIN",
+            PopKind::Max => b"MAX",
+        }
+    }
+
+    /// The command that puts back what a pop took: the same end of the same key, in the
+    /// order that restores it. `popped` is what followed the key in the pop's reply.
     fn push_back(self, key: &[u8], popped: &[Frame]) -> Option<Request> {
         let bulk = |f: &Frame| match f {
             Frame::Bulk(b) => Some(b.clone()),
@@ -103,48 +121,182 @@ impl PopKind {
             )),
             _ => None,
         };
+        // `[element]` / `[member, score]` (BLPOP, BZPOPMIN), or `[[elements]]` /
+        // `[[[member, score], ...]]` (BLMPOP, BZMPOP).
+        let items: Vec<Vec<Bytes>> = match popped {
+            [Frame::Array(many)] => many
+                .iter()
+                .map(|f| match f {
+                    Frame::Array(pair) => pair.iter().map(bulk).collect(),
+                    one => bulk(one).map(|b| vec![b]),
+                })
+                .collect::<Option<_>>()?,
+            one => vec![one.iter().map(bulk).collect::<Option<_>>()?],
+        };
+        let mut args: Vec<Bytes> = Vec::with_capacity(2 + 2 * items.len());
         match self {
             PopKind::Left | PopKind::Right => {
-                let value = bulk(popped.first()?)?;
-                let cmd: &[u8] = if self == PopKind::Left {
+                args.push(Bytes::from_static(if self == PopKind::Left {
                     b"LPUSH"
                 } else {
                     b"RPUSH"
-                };
-                Some(Request::from_args([cmd, key, &value]))
+                }));
+                args.push(Bytes::copy_from_slice(key));
+                // The first element popped was nearest the end: push it last.
+                for item in items.into_iter().rev() {
+                    args.push(item.into_iter().next()?);
+                }
             }
             PopKind::Min | PopKind::Max => {
-                let member = bulk(popped.first()?)?;
-                let score = bulk(popped.get(1)?)?;
-                Some(Request::from_args([
-                    b"ZADD".as_slice(),
-                    key,
-                    &score,
-                    &member,
-                ]))
+                args.push(Bytes::from_static(b"ZADD"));
+                args.push(Bytes::copy_from_slice(key));
+                for item in items {
+                    let [member, score] = <[Bytes; 2]>::try_from(item).ok()?;
+                    args.push(score);
+                    args.push(member);
+                }
             }
         }
+        (args.len() > 2).then(|| Request::from_args(args))
     }
 }
 
-// === impl Session: cross-slot pops ===
+// === impl Pop ===
 
-impl Session {
-    /// Starts a blocking pop whose keys (already stored names) span slots.
-    pub(super) fn start_pop(&mut self, kind: PopKind, req: &Request) {
-        let n = req.len();
-        let keys = (1..n - 1).filter_map(|i| req.arg_bytes(i)).collect();
-        let timeout = req.arg_bytes(n - 1).unwrap_or_default();
-        let seq = self.next_seq();
-        self.queue.push_back(Entry::Pop(Box::new(Pop {
+impl Pop {
+    /// Reads a pop command whose (stored) keys span slots; `name` is its table name.
+    /// Checks what the node would check before popping anything: the timeout, the direction,
+    /// COUNT.
+    pub(super) fn parse(name: &str, req: &Request) -> Result<Pop, ProxyError> {
+        let args: Vec<Bytes> = (0..req.len()).filter_map(|i| req.arg_bytes(i)).collect();
+        let syntax = || ProxyError::Other("ERR syntax error".to_string());
+        let (kind, shape, blocking, keys, timeout) = match name {
+            "blpop" | "brpop" | "bzpopmin" | "bzpopmax" => {
+                let kind = match name {
+                    "blpop" => PopKind::Left,
+                    "brpop" => PopKind::Right,
+                    "bzpopmin" => PopKind::Min,
+                    _ => PopKind::Max,
+                };
+                let n = args.len();
+                let keys = args[1..n - 1].to_vec();
+                (kind, Shape::One, true, keys, args[n - 1].clone())
+            }
+            "blmpop" | "bzmpop" | "lmpop" | "zmpop" => {
+                let blocking = name.starts_with('b');
+                let (timeout, rest) = if blocking {
+                    (args[1].clone(), &args[2..])
+                } else {
+                    (Bytes::new(), &args[1..])
+                };
+                // The key specs already checked numkeys.
+                let numkeys: usize = std::str::from_utf8(&rest[0])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(syntax)?;
+                let keys = rest.get(1..=numkeys).ok_or_else(syntax)?.to_vec();
+                let options = &rest[1 + numkeys..];
+                let list = name.ends_with("lmpop");
+                let kind = match options.first().map(|d| d.to_ascii_uppercase()) {
+                    Some(d) if list && d == b"LEFT" => PopKind::Left,
+                    Some(d) if list && d == b"RIGHT" => PopKind::Right,
+                    Some(d) if !list && d == b"MIN" => PopKind::Min,
+                    Some(d) if !list && d == b"MAX" => PopKind::Max,
+                    _ => return Err(syntax()),
+                };
+                let count = match &options[1..] {
+                    [] => None,
+                    [word, n] if word.eq_ignore_ascii_case(b"count") => {
+                        match std::str::from_utf8(n)
+                            .ok()
+                            .and_then(|n| n.parse::<i64>().ok())
+                        {
+                            Some(n) if n > 0 => Some(Bytes::from(n.to_string())),
+                            _ => {
+                                return Err(ProxyError::Other(
+                                    "ERR count should be greater than 0".to_string(),
+                                ))
+                            }
+                        }
+                    }
+                    _ => return Err(syntax()),
+                };
+                (kind, Shape::Many { count }, blocking, keys, timeout)
+            }
+            _ => return Err(ProxyError::CrossSlot("?")),
+        };
+        if blocking {
+            check_timeout(&timeout)?;
+        }
+        Ok(Pop {
             kind,
+            shape,
+            blocking,
             keys,
             timeout,
             stage: Stage::Probe,
             parts: Vec::new(),
             rounds: 0,
             answer: None,
-        })));
+        })
+    }
+
+    /// The take request for key `i`.
+    fn take_request(&self, i: usize) -> Request {
+        let k = &self.keys[i];
+        let mut args: Vec<&[u8]> = vec![self.kind.take(&self.shape)];
+        if let Shape::Many { count } = &self.shape {
+            args.extend([b"1".as_slice(), k, self.kind.direction()]);
+            if let Some(n) = count {
+                args.extend([b"COUNT".as_slice(), n]);
+            }
+        } else {
+            args.push(k);
+        }
+        Request::from_args(args)
+    }
+
+    /// The blocking request for the keys numbered `ks`.
+    fn block_request(&self, ks: &[usize]) -> Request {
+        let mut args: Vec<&[u8]> = vec![self.kind.blocking(&self.shape)];
+        let numkeys = ks.len().to_string();
+        match &self.shape {
+            Shape::One => {
+                args.extend(ks.iter().map(|&i| self.keys[i].as_ref()));
+                args.push(&self.timeout);
+            }
+            Shape::Many { count } => {
+                args.extend([self.timeout.as_ref(), numkeys.as_bytes()]);
+                args.extend(ks.iter().map(|&i| self.keys[i].as_ref()));
+                args.push(self.kind.direction());
+                if let Some(n) = count {
+                    args.extend([b"COUNT".as_slice(), n]);
+                }
+            }
+        }
+        Request::from_args(args)
+    }
+}
+
+/// Checks a blocking command's timeout in seconds as Redis does.
+pub(super) fn check_timeout(timeout: &[u8]) -> Result<(), ProxyError> {
+    let err = |text: &str| Err(ProxyError::Other(format!("ERR {text}")));
+    match std::str::from_utf8(timeout)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+    {
+        Some(t) if !t.is_finite() => err("timeout is out of range"),
+        Some(t) if t < 0.0 => err("timeout is negative"),
+        Some(_) => Ok(()),
+        None => err("timeout is not a float or out of range"),
+    }
+}
+
+// === impl Session: cross-slot pops ===
+
+impl Session {
+    /// Starts pop `seq` (at the head of the queue).
+    pub(super) fn pop_begin(&mut self, seq: u64) {
         self.pop_stage(seq, Stage::Probe);
     }
 
@@ -174,9 +326,12 @@ impl Session {
                 })
                 .collect(),
             Stage::Take(i) => {
-                let k = &pop.keys[i];
-                let req = Request::from_args([pop.kind.take(), k]);
-                vec![(Pending::new(req, Target::Slot(slot(k))), None, vec![i])]
+                let req = pop.take_request(i);
+                vec![(
+                    Pending::new(req, Target::Slot(slot(&pop.keys[i]))),
+                    None,
+                    vec![i],
+                )]
             }
             Stage::Block => {
                 let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
@@ -191,10 +346,7 @@ impl Session {
                     .into_iter()
                     .enumerate()
                     .map(|(g, (s, ks))| {
-                        let mut args: Vec<&[u8]> = vec![pop.kind.blocking()];
-                        args.extend(ks.iter().map(|&i| pop.keys[i].as_ref()));
-                        args.push(&pop.timeout);
-                        let mut p = Pending::new(Request::from_args(args), Target::Slot(s));
+                        let mut p = Pending::new(pop.block_request(&ks), Target::Slot(s));
                         // Lane 0 is the client's single-slot blocking and WATCH connection.
                         p.lane = Some(g as u32 + 1);
                         (p, None, ks)
@@ -221,25 +373,30 @@ impl Session {
         }
     }
 
-    /// True if part `part` of pop `seq` lost the race and has not answered yet: a timer for it
-    /// means "tell it again to stop blocking".
-    pub(super) fn pop_is_cancelling(&mut self, seq: u64, part: u32) -> bool {
-        self.pop_mut(seq).is_some_and(|(_, pop)| {
-            pop.stage == Stage::Block
-                && pop.answer.is_some()
-                && matches!(pop.parts.get(part as usize), Some((_, None, _)))
-        })
+    /// The target and own-connection lane of part `part` of the cross-slot pop or read `seq`,
+    /// if that part lost the race and has not answered yet: a timer for it means "tell it
+    /// again to stop blocking".
+    pub(super) fn cancelling(&mut self, seq: u64, part: u32) -> Option<(Target, u32)> {
+        let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        match self.queue.get(idx)? {
+            Entry::Pop(pop) => {
+                let cancelling = pop.stage == Stage::Block
+                    && pop.answer.is_some()
+                    && matches!(pop.parts.get(part as usize), Some((_, None, _)));
+                let (p, _, _) = pop.parts.get(part as usize)?;
+                cancelling.then_some((p.target, p.lane?))
+            }
+            Entry::Read(read) if read.is_cancelling(part) => read.lane_of(part),
+            _ => None,
+        }
     }
 
-    /// Sends `CLIENT UNBLOCK` for part `part`'s connection, and checks again later.
-    pub(super) fn pop_unblock(&mut self, seq: u64, part: u32) {
-        let Some((_, pop)) = self.pop_mut(seq) else {
+    /// Sends `CLIENT UNBLOCK` for the connection of part `part` of the cross-slot pop or read
+    /// `seq`, and checks again later.
+    pub(super) fn unblock(&mut self, seq: u64, part: u32) {
+        let Some((target, lane)) = self.cancelling(seq, part) else {
             return;
         };
-        let Some((pending, None, _)) = pop.parts.get(part as usize) else {
-            return;
-        };
-        let (target, lane) = (pending.target, pending.lane.unwrap_or(0));
         if let Some(pool) = self.resolve(target) {
             if let Some(id) = self.dedicated_conn(&pool, lane).node_client_id() {
                 let req = Request::from_args([
@@ -289,7 +446,8 @@ impl Session {
                     .position(|f| matches!(f, Frame::Integer(n) if *n > 0))
                 {
                     Some(i) => self.pop_stage(seq, Stage::Take(i)),
-                    None => self.pop_stage(seq, Stage::Block),
+                    None if pop.blocking => self.pop_stage(seq, Stage::Block),
+                    None => self.pop_answer(idx, Frame::NullArray),
                 }
             }
             Stage::Take(i) => {
@@ -297,14 +455,25 @@ impl Session {
                 if matches!(frame, Frame::Error(_)) {
                     return self.pop_answer(idx, frame);
                 }
-                match taken(key, frame) {
+                let taken = match pop.shape {
+                    Shape::One => taken(key, frame),
+                    Shape::Many { .. } => match frame {
+                        Frame::Array(items) if !items.is_empty() => Some(items),
+                        _ => None,
+                    },
+                };
+                match taken {
                     Some(items) => self.pop_answer(idx, Frame::Array(items)),
                     None => {
                         pop.rounds += 1;
                         let next = if pop.rounds < MAX_ROUNDS {
                             Stage::Probe
-                        } else {
+                        } else if pop.blocking {
                             Stage::Block
+                        } else {
+                            // Every key was emptied by someone faster each time: one node
+                            // could have answered nil as well.
+                            return self.pop_answer(idx, Frame::NullArray);
                         };
                         self.pop_stage(seq, next);
                     }
@@ -344,7 +513,7 @@ impl Session {
                     }
                 }
                 for loser in losers {
-                    self.pop_unblock(seq, loser);
+                    self.unblock(seq, loser);
                 }
                 if let Some(answer) = answer {
                     self.pop_answer(idx, answer);
@@ -383,7 +552,7 @@ fn taken(key: Bytes, frame: Frame) -> Option<Vec<Frame>> {
     Some(out)
 }
 
-fn decode(raw: &[u8]) -> Frame {
+pub(super) fn decode(raw: &[u8]) -> Frame {
     let mut buf = BytesMut::from(raw);
     match protocol::decode(&mut buf, &Limits::default()) {
         Ok(Some(f)) => f,
@@ -394,7 +563,12 @@ fn decode(raw: &[u8]) -> Frame {
 }
 
 /// Sends a request whose reply nobody needs on the client's pooled connection to `pool`.
-fn send_and_forget(pool: &Arc<NodePool>, version: protocol::Version, client: u64, req: Request) {
+pub(super) fn send_and_forget(
+    pool: &Arc<NodePool>,
+    version: protocol::Version,
+    client: u64,
+    req: Request,
+) {
     let (tx, _rx) = tokio::sync::oneshot::channel();
     pool.conn(version, client)
         .send(Job::new(req.raw().clone(), ReplyTo::Oneshot(tx)));
