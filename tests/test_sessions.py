@@ -7,6 +7,7 @@ redis-server and the replies are compared.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -512,6 +513,187 @@ def test_publish_inside_multi(proxy, cluster, clean):
     m = sub.get_message(timeout=5)
     assert m["data"] == "result"
     sub.close()
+
+
+# -- sharded pub/sub -------------------------------------------------------------------------
+
+
+def channels_per_master(cluster, prefix: str) -> list[str]:
+    """One channel name per master (in ``cluster.masters()`` order), each owned by that master."""
+    found: dict[str, str] = {}
+    for i in range(10_000):
+        name = f"{prefix}{i}"
+        found.setdefault(cluster.node_for_key(name), name)
+        if len(found) == len(cluster.masters()):
+            break
+    return [found[m] for m in cluster.masters()]
+
+
+def skip_frame(data: bytes, pos: int = 0) -> int:
+    """The offset just past the RESP frame starting at ``pos``."""
+    end = data.index(b"\r\n", pos)
+    kind, head = data[pos:pos + 1], data[pos + 1:end]
+    pos = end + 2
+    if kind in b"$=!" and head != b"-1":
+        return pos + int(head) + 2
+    if kind in b"*>~%|" and head != b"-1":
+        for _ in range(int(head) * (2 if kind in b"%|" else 1)):
+            pos = skip_frame(data, pos)
+    return pos
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_ssubscribe_confirmations_are_exactly_redis(proxy, standalone, cluster, protocol):
+    a, b, c = (ch.encode() for ch in channels_per_master(cluster, "sraw-"))
+    hello = b"HELLO 3\r\n" if protocol == 3 else b""
+    payload = hello + (
+        b"SSUBSCRIBE " + a + b" " + b + b"\r\n"
+        b"SSUBSCRIBE " + a + b" " + c + b" " + c + b"\r\n"  # already subscribed, and twice
+        b"SUNSUBSCRIBE not-subscribed\r\n"
+        b"PING\r\nPING hi\r\nGET k\r\n"  # RESP2 subscribed mode
+        b"SUBSCRIBE " + a + b"\r\n"  # counted apart from shard channels
+        b"SUNSUBSCRIBE " + a + b" " + c + b"\r\n"
+        b"UNSUBSCRIBE\r\nGET k\r\n"  # shard channel b still subscribed
+        # One channel left for SUNSUBSCRIBE-all: a server lists several in its own dict order.
+        b"SUNSUBSCRIBE\r\nSUNSUBSCRIBE\r\nGET k\r\n"
+        b"SSUBSCRIBE\r\nSUBSCRIBE\r\nSSUBSCRIBE " + b + b"\r\nSUNSUBSCRIBE " + b + b"\r\nPING\r\n"
+    )
+    mine = proxy.raw(payload, timeout=0.5)
+    theirs = standalone.raw(payload, timeout=0.5)
+    if protocol == 3:  # the HELLO replies differ (server id, mode)
+        mine, theirs = mine[skip_frame(mine):], theirs[skip_frame(theirs):]
+    assert mine == theirs, f"\nproxy:      {mine!r}\nstandalone: {theirs!r}"
+
+
+def test_ssubscribe_on_every_master_gets_every_message(proxy, cluster):
+    channels = channels_per_master(cluster, "snews-")
+    sub = proxy.client().pubsub()
+    sub.ssubscribe(*channels)
+    for i, ch in enumerate(channels, 1):
+        assert sub.get_sharded_message(timeout=2) == {
+            "type": "ssubscribe", "pattern": None, "channel": ch, "data": i}
+    pub = proxy.client()
+    for ch in channels:
+        assert pub.spublish(ch, f"via proxy {ch}") == 1
+        direct = cluster.node_client(cluster.node_for_key(ch))
+        assert direct.spublish(ch, f"direct {ch}") == 1
+    # Slotway's subscribers are counted where they are, as the cluster counts them.
+    assert pub.pubsub_shardnumsub(*channels) == [(ch, 1) for ch in channels]
+    assert sorted(pub.pubsub_shardchannels("snews-*")) == sorted(channels)
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 2 * len(channels) and time.monotonic() < deadline:
+        m = sub.get_sharded_message(timeout=1)
+        if m and m["type"] == "smessage":
+            got.append((m["channel"], m["data"]))
+    assert sorted(got) == sorted([(ch, f"via proxy {ch}") for ch in channels]
+                                 + [(ch, f"direct {ch}") for ch in channels])
+    sub.sunsubscribe()
+    for _ in channels:
+        assert sub.get_sharded_message(timeout=2)["type"] == "sunsubscribe"
+    assert pub.spublish(channels[0], "nobody") == 0
+    assert pub.pubsub_shardnumsub(*channels) == [(ch, 0) for ch in channels]
+    sub.close()
+
+
+def move_slot(cluster, slot: int, to: str) -> None:
+    """Move an empty slot to master ``to`` with CLUSTER SETSLOT (no keys to migrate)."""
+    source = cluster.node_for_slot(slot)
+    source_id, to_id = cluster.node_id(source), cluster.node_id(to)
+    cluster.node(to).admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    cluster.node(source).admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
+    for addr in [to, source] + [m for m in cluster.masters() if m not in (to, source)]:
+        cluster.node(addr).admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to_id)
+    cluster.wait_stable()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_shard_subscription_follows_its_slot(proxy_factory, cluster, clean, protocol):
+    proxy = proxy_factory()
+    stale = proxy_factory("--refresh-interval-ms", "60000")  # knows the slot map before the move
+    channel = "sfollow-1"
+    slot = cluster.keyslot(channel)
+    home = cluster.node_for_slot(slot)
+    other = next(m for m in cluster.masters() if m != home)
+    sub = proxy.client(protocol=protocol).pubsub()
+    sub.ssubscribe(channel)
+    assert sub.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+    try:
+        move_slot(cluster, slot, other)
+        # A proxy with the old map is redirected to the new master.
+        def redirected():
+            stats = cluster.node_client(home).info("commandstats").get("cmdstat_ssubscribe", {})
+            return stats.get("rejected_calls", 0)
+        before = redirected()
+        late = stale.client(protocol=protocol).pubsub()
+        late.ssubscribe("{sfollow-1}late")
+        assert late.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+        assert redirected() == before + 1
+        assert cluster.node_client(other).spublish("{sfollow-1}late", "moved") == 1
+        m = late.get_sharded_message(timeout=5)
+        assert (m["type"], m["data"]) == ("smessage", "moved")
+        late.close()
+        # The subscription moves with the slot, without the client noticing.
+        deadline = time.monotonic() + 10
+        while cluster.node_client(other).pubsub_shardnumsub(channel) != [(channel, 1)]:
+            assert time.monotonic() < deadline, "not subscribed again on the slot's new master"
+            time.sleep(0.05)
+        assert cluster.node_client(other).spublish(channel, "after the move") == 1
+        assert proxy.client().spublish(channel, "through the proxy") == 1
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            m = sub.get_sharded_message(timeout=1)
+            if m:
+                got.append((m["type"], m["data"]))
+        assert got == [("smessage", "after the move"), ("smessage", "through the proxy")]
+    finally:
+        if cluster.node_for_slot(slot) != home:
+            move_slot(cluster, slot, home)
+    # And back again.
+    deadline = time.monotonic() + 10
+    while cluster.node_client(home).pubsub_shardnumsub(channel) != [(channel, 1)]:
+        assert time.monotonic() < deadline, "not subscribed again after the slot came back"
+        time.sleep(0.05)
+    assert proxy.client().spublish(channel, "home") == 1
+    m = sub.get_sharded_message(timeout=5)
+    assert (m["type"], m["data"]) == ("smessage", "home")
+    sub.close()
+
+
+def test_reset_and_disconnect_drop_shard_subscriptions(proxy_factory, cluster):
+    proxy = proxy_factory(metrics=True)
+    channels = channels_per_master(cluster, "sreset-")
+    payload = b"SSUBSCRIBE " + b" ".join(ch.encode() for ch in channels) + b"\r\nRESET\r\nGET k\r\n"
+    assert proxy.raw(payload, expect=b"+RESET\r\n$-1\r\n").endswith(b"+RESET\r\n$-1\r\n")
+    sub = proxy.client().pubsub()
+    sub.ssubscribe(*channels)
+    for _ in channels:
+        sub.get_sharded_message(timeout=2)
+    pub = proxy.client()
+    assert pub.pubsub_shardnumsub(*channels) == [(ch, 1) for ch in channels]
+    sub.close()
+    deadline = time.monotonic() + 5
+    while (pub.pubsub_shardnumsub(*channels) != [(ch, 0) for ch in channels]
+           or "\nslotway_pubsub_subscriptions 0\n" not in proxy.metrics()):
+        assert time.monotonic() < deadline, "shard subscriptions outlived their client"
+        time.sleep(0.05)
+
+
+def test_lost_shard_connection_disconnects_the_client(proxy, cluster):
+    # As a subscriber of a failed node is disconnected: it may have missed messages.
+    channel = "slost-1"
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(b"SSUBSCRIBE " + channel.encode() + b"\r\n")
+        confirmation = b"*3\r\n$10\r\nssubscribe\r\n$7\r\nslost-1\r\n:1\r\n"
+        received = b""
+        while received != confirmation:
+            chunk = sock.recv(1024)
+            assert chunk, received
+            received += chunk
+        cluster.node_client(cluster.node_for_key(channel)).client_kill_filter(_type="pubsub")
+        assert sock.recv(1024) == b""  # closed by the proxy
+    assert proxy.client().ping()
 
 
 # -- co-location rules and databases ---------------------------------------------------------

@@ -91,10 +91,16 @@ pub enum ConnKind {
     /// an element for a client that is gone.
     Dedicated,
     /// A client's subscriber connection: every frame the node sends (subscribe confirmations,
-    /// messages, pongs) goes to this queue with [`SUBSCRIBER_SEQ`], in order. It does not
+    /// messages, pongs) goes to `queue` with [`SUBSCRIBER_SEQ`] and `part`, in order (a client
+    /// with several subscriber connections tells them apart by `part`). It does not
     /// reconnect: when it fails, a `Failed` delivery says so and the client is disconnected, as
     /// a subscriber of a failed Redis would be.
-    Subscriber(Arc<crate::reply::ReplyQueue>),
+    Subscriber {
+        /// The session's reply queue.
+        queue: Arc<crate::reply::ReplyQueue>,
+        /// The `part` of every delivery from this connection.
+        part: u32,
+    },
 }
 
 /// The sequence number of every delivery from a subscriber connection.
@@ -214,10 +220,10 @@ async fn run(
         if let Some(tx) = &settings.on_failure {
             let _ = tx.send(settings.addr.clone());
         }
-        if let ConnKind::Subscriber(queue) = &settings.kind {
+        if let ConnKind::Subscriber { queue, part } = &settings.kind {
             queue.push(Delivery {
                 seq: SUBSCRIBER_SEQ,
-                part: 0,
+                part: *part,
                 reply: Reply::Failed(BackendError::Lost),
             });
             return;
@@ -487,11 +493,11 @@ fn deliver(
         else {
             return Ok(());
         };
-        if let ConnKind::Subscriber(queue) = kind {
+        if let ConnKind::Subscriber { queue, part } = kind {
             let frame = rbuf.split_to(n).freeze();
             queue.push(Delivery {
                 seq: SUBSCRIBER_SEQ,
-                part: 0,
+                part: *part,
                 reply: Reply::Frame(frame),
             });
             continue;

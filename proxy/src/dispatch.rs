@@ -106,7 +106,6 @@ pub enum Plan {
 fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => "transactions are not supported yet",
-        "ssubscribe" | "sunsubscribe" => "sharded pub/sub subscriptions are not supported yet",
         "waitaof" => "waiting for the AOF through shared connections is not supported yet",
         "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
         "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"

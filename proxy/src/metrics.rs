@@ -353,7 +353,7 @@ impl Metrics {
             subscriptions: gauge(
                 r,
                 "slotway_pubsub_subscriptions",
-                "Channels and patterns subscribed to by clients",
+                "Channels, patterns and shard channels subscribed to by clients",
             ),
             received_bytes: counter(
                 r,
@@ -445,7 +445,7 @@ impl Metrics {
             .map_or(0, IntCounter::get)
     }
 
-    /// Adds `n` (negative: removes) channel or pattern subscriptions.
+    /// Adds `n` (negative: removes) channel, pattern or shard channel subscriptions.
     pub fn subscriptions_add(&self, n: i64) {
         self.subscriptions.add(n);
     }

@@ -45,6 +45,7 @@ use crate::transaction::{self, GroupOutcome};
 
 mod lmove;
 mod pop;
+mod shard;
 mod wait;
 mod xread;
 
@@ -83,6 +84,9 @@ enum Entry {
     Subscribe(Request, usize),
     /// A pub/sub command sent, waiting for this many more confirmations.
     Confirming(usize),
+    /// SSUBSCRIBE or SUNSUBSCRIBE (`session/shard.rs`): sent on the shard connections when it
+    /// reaches the head of the queue, answered when the nodes have.
+    Shard(Box<shard::Op>),
 }
 
 /// One request (or part) on its way to a node.
@@ -138,6 +142,8 @@ struct PubSub {
     channels: std::collections::HashSet<Bytes>,
     /// See `channels`.
     patterns: std::collections::HashSet<Bytes>,
+    /// Shard channels and the connections they are subscribed on.
+    shard: shard::Shard,
 }
 
 /// What a client that uses transactions or blocking commands holds.
@@ -324,7 +330,7 @@ impl Session {
                     while self.decode_all(&mut rbuf) && self.queue.len() < max_pipeline {}
                     self.closing = true;
                 }
-                () = self.meter.idle(), if self.queue.is_empty() && self.pubsub.as_ref().is_none_or(|p| p.conn.is_none()) && !self.closing => self.closing = true,
+                () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
             }
             self.flush_ready();
             if self.meter.output_exceeded(self.wbuf.len()) {
@@ -398,7 +404,7 @@ impl Session {
             return self.queue_in_transaction(req, spec);
         }
         if let Some(spec) = spec {
-            if self.pubsub_command(spec.name, &req) {
+            if self.pubsub_command(spec, &req) {
                 return;
             }
         }
@@ -674,7 +680,10 @@ impl Session {
     fn on_reply(&mut self, d: Delivery) {
         let Delivery { seq, part, reply } = d;
         if seq == SUBSCRIBER_SEQ {
-            return self.on_subscriber_frame(reply);
+            return match part {
+                0 => self.on_subscriber_frame(reply),
+                _ => self.on_shard_delivery(part, reply),
+            };
         }
         if matches!(reply, Reply::Retry) && self.cancelling(seq, part).is_some() {
             return self.unblock(seq, part);
@@ -875,7 +884,11 @@ impl Session {
             Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
             Entry::Move(_) => self.move_done(seq, idx, reply),
             Entry::Read(_) => self.read_part_done(seq, idx, part, reply),
-            Entry::Done(_) | Entry::Subscribe(..) | Entry::Confirming(_) | Entry::Later(_) => {}
+            Entry::Done(_)
+            | Entry::Subscribe(..)
+            | Entry::Confirming(_)
+            | Entry::Later(_)
+            | Entry::Shard(_) => {}
         }
     }
 
@@ -976,6 +989,13 @@ impl Session {
                     }
                     return;
                 }
+                Some(Entry::Shard(_)) => {
+                    if self.shard_at_head() {
+                        // Now `Done` at the head.
+                        continue;
+                    }
+                    return;
+                }
                 _ => return,
             }
             self.head_seq += 1;
@@ -1004,28 +1024,58 @@ impl Session {
 
 impl Session {
     /// Is the client in RESP2 subscribed mode (only pub/sub commands, PING, QUIT, RESET)?
+    /// Any channel, pattern or shard channel puts it there.
     fn is_subscribed_resp2(&self) -> bool {
         self.client.version == protocol::Version::Resp2
-            && self
-                .pubsub
-                .as_ref()
-                .is_some_and(|p| !(p.channels.is_empty() && p.patterns.is_empty()))
+            && self.pubsub.as_ref().is_some_and(|p| {
+                !(p.channels.is_empty() && p.patterns.is_empty()) || p.shard.is_subscribed()
+            })
+    }
+
+    /// True while the client has subscriptions or subscriber connections (Redis does not time
+    /// out subscribers).
+    fn is_subscriber(&self) -> bool {
+        self.pubsub
+            .as_ref()
+            .is_some_and(|p| p.conn.is_some() || !p.shard.is_idle())
     }
 
     /// SUBSCRIBE and friends, and the RESP2 subscribed-mode rules. Returns true if handled.
-    fn pubsub_command(&mut self, name: &str, req: &Request) -> bool {
+    fn pubsub_command(&mut self, spec: &routing::CommandSpec, req: &Request) -> bool {
+        let name = spec.name;
         let args = || req.args().skip(1).map(Bytes::copy_from_slice);
         let is_sub = matches!(
             name,
-            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe"
+            "subscribe"
+                | "psubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "ssubscribe"
+                | "sunsubscribe"
         );
+        if is_sub && !spec.arity_ok(req.len()) {
+            self.fail_new(ProxyError::WrongArity(name));
+            return true;
+        }
         let subscribed_resp2 = self.is_subscribed_resp2();
         let ps = if is_sub {
+            if let "ssubscribe" | "sunsubscribe" = name {
+                self.shard_command(name == "ssubscribe", req);
+                return true;
+            }
             self.pubsub.get_or_insert_with(Default::default)
         } else {
             match name {
                 "ping" if subscribed_resp2 => {
-                    self.queue.push_back(Entry::Subscribe(req.clone(), 1));
+                    let regular = self
+                        .pubsub
+                        .as_ref()
+                        .is_some_and(|p| !(p.channels.is_empty() && p.patterns.is_empty()));
+                    if regular {
+                        self.queue.push_back(Entry::Subscribe(req.clone(), 1));
+                    } else {
+                        self.shard_pong(req);
+                    }
                     return true;
                 }
                 "quit" | "reset" => {
@@ -1078,12 +1128,23 @@ impl Session {
         true
     }
 
-    /// Forgets every subscription (RESET, subscriber connection lost, client gone).
+    /// Forgets every subscription and closes the subscriber connections (RESET, subscriber
+    /// connection lost, client gone).
     fn drop_subscriptions(&mut self) {
         if let Some(ps) = self.pubsub.take() {
-            let n = ps.channels.len() + ps.patterns.len();
+            let n = ps.channels.len() + ps.patterns.len() + ps.shard.count();
             self.shared.metrics.subscriptions_add(-(n as i64));
         }
+        // Its shard connections are gone: nothing will answer it.
+        self.release_shard_head();
+    }
+
+    /// A subscriber connection failed: the client is disconnected, as a subscriber of a failed
+    /// Redis would be.
+    fn subscriber_lost(&mut self) {
+        self.drop_subscriptions();
+        self.closing = true;
+        self.queue.clear();
     }
 
     /// Sends a pub/sub command on the subscriber connection (opened on first use, to the
@@ -1101,7 +1162,7 @@ impl Session {
                 self.head_seq += 1;
                 return;
             };
-            let conn = pool.subscriber(self.client.version, self.replies.clone());
+            let conn = pool.subscriber(self.client.version, self.replies.clone(), 0);
             self.pubsub.get_or_insert_with(Default::default).conn = Some(conn);
         }
         if let Some(conn) = self.pubsub.as_ref().and_then(|p| p.conn.as_ref()) {
@@ -1118,9 +1179,7 @@ impl Session {
             _ => {
                 // The node went away: a subscriber of a failed Redis is disconnected too.
                 tracing::info!(client = self.client.id, "subscriber connection lost");
-                self.drop_subscriptions();
-                self.closing = true;
-                self.queue.clear();
+                self.subscriber_lost();
                 return;
             }
         };
@@ -1262,7 +1321,15 @@ impl Session {
     /// makes EXEC answer EXECABORT as Redis does.
     fn queue_in_transaction(&mut self, req: Request, spec: Option<&'static routing::CommandSpec>) {
         let masters = self.shared.topology.routes().masters().len();
-        let slot = match dispatch::plan(&req, spec, &self.shared.config, masters) {
+        let plan = match spec.map(|s| s.name) {
+            // Redis refuses them at EXEC ("isn't allowed for a DENY BLOCKING client").
+            Some(
+                name @ ("subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
+                | "sunsubscribe"),
+            ) => Ok(Plan::Local(name)),
+            _ => dispatch::plan(&req, spec, &self.shared.config, masters),
+        };
+        let slot = match plan {
             Ok(Plan::Forward(Target::Slot(s) | Target::Blocking(s))) => Ok(Some(s)),
             Ok(Plan::Forward(_)) => Ok(None),
             Ok(Plan::Local("ping" | "echo" | "time")) => Ok(None),

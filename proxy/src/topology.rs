@@ -136,16 +136,18 @@ impl NodePool {
         &conns[(client_id % conns.len() as u64) as usize]
     }
 
-    /// A client's subscriber connection to this node: every frame goes to `queue`.
+    /// A client's subscriber connection to this node: every frame goes to `queue`, delivered
+    /// with [`crate::backend::SUBSCRIBER_SEQ`] and `part`.
     pub fn subscriber(
         &self,
         version: Version,
         queue: Arc<crate::reply::ReplyQueue>,
+        part: u32,
     ) -> BackendConn {
         BackendConn::spawn(ConnSettings {
             version,
             read_timeout: None,
-            kind: crate::backend::ConnKind::Subscriber(queue),
+            kind: crate::backend::ConnKind::Subscriber { queue, part },
             ..self.settings.clone()
         })
     }
