@@ -248,6 +248,20 @@ def test_cross_slot_mpop_and_move_match_a_single_node(proxy, standalone, cluster
     assert mine.split(b"\r\n") == theirs.split(b"\r\n")
 
 
+def test_pipelined_requests_run_in_order_around_blocking_commands(proxy, standalone, clean):
+    """One node runs a client's commands one at a time: a blocking command sees none of the
+    requests sent after it, and all of those sent before it."""
+    payload = b"".join(command_bytes(*c) for c in [
+        ["RPUSH", "po:q", "early"], ["DEL", "po:q"], ["BLPOP", "po:q", "0.3"],
+        ["RPUSH", "po:q", "x"], ["LPOP", "po:q"],
+        ["RPUSH", "po:a", "1"], ["BLMPOP", "0.3", "2", "po:b", "po:c", "LEFT"],
+        ["RPUSH", "po:c", "2"], ["BRPOPLPUSH", "po:a", "po:c", "0.3"], ["LRANGE", "po:c", "0", "-1"],
+        ["XREAD", "BLOCK", "300", "STREAMS", "po:s1", "po:s2", "$", "$"], ["XADD", "po:s2", "1-1", "f", "v"],
+        ["PING"],
+    ])
+    raw_compare(proxy, standalone, payload, timeout=2.0)
+
+
 def test_cross_slot_blmpop_and_blmove_block_until_an_element_arrives(proxy, clean):
     c = proxy.client(socket_timeout=10)
     result = {}

@@ -170,6 +170,10 @@ struct Session {
     wbuf: BytesMut,
     /// Stop reading; close once the queue is empty and written.
     closing: bool,
+    /// Decode nothing more, not even requests already read (QUIT, a protocol error, a lost
+    /// subscriber connection). Without it, requests read before `closing` held behind a
+    /// blocking command are still decoded and answered.
+    quitting: bool,
     /// Transaction state and the client's own connections, for clients that use them (boxed:
     /// most clients never do).
     stateful: Option<Box<Stateful>>,
@@ -200,6 +204,7 @@ pub async fn run(
         spare: VecDeque::new(),
         wbuf: BytesMut::new(),
         closing: false,
+        quitting: false,
         stateful: None,
         pubsub: None,
     });
@@ -281,7 +286,7 @@ impl Session {
                 // Gone while blocked: nobody to answer (Redis drops it too).
                 return Ok(());
             }
-            if held && !self.closing && self.queue.len() < max_pipeline {
+            if held && !self.quitting && self.queue.len() < max_pipeline {
                 held = self.decode_all(&mut rbuf);
             }
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
@@ -327,7 +332,7 @@ impl Session {
                 () = &mut cancelled, if !self.closing => {
                     // Answer what the client has already sent before closing (shutdown.rs).
                     crate::shutdown::read_buffered(&rd, &mut rbuf);
-                    while self.decode_all(&mut rbuf) && self.queue.len() < max_pipeline {}
+                    held = self.decode_all(&mut rbuf);
                     self.closing = true;
                 }
                 () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
@@ -355,7 +360,7 @@ impl Session {
         // Read per batch, not kept per session: SIGHUP may change the limits.
         let limits = self.shared.config.protocol_limits();
         for _ in 0..DECODE_BATCH {
-            if self.closing {
+            if self.quitting {
                 return false;
             }
             if self.queue.len() >= self.shared.config.max_pipeline {
@@ -427,6 +432,7 @@ impl Session {
                         self.push_done(encode(&frame, self.client.version));
                         if after == After::Close {
                             self.closing = true;
+                            self.quitting = true;
                         }
                     }
                     Err(e) => self.fail_new(e),
@@ -958,6 +964,7 @@ impl Session {
         if close == Close::Yes {
             self.meter.protocol_error();
             self.closing = true;
+            self.quitting = true;
         }
     }
 
@@ -1144,6 +1151,7 @@ impl Session {
     fn subscriber_lost(&mut self) {
         self.drop_subscriptions();
         self.closing = true;
+        self.quitting = true;
         self.queue.clear();
     }
 
