@@ -281,6 +281,8 @@ impl Session {
         let mut held = false;
         // The client closed its side.
         let mut peer_gone = false;
+        // Yielded once since the last write (see below).
+        let mut yielded = false;
         loop {
             if peer_gone && self.meter.only_blocked_pending() {
                 // Gone while blocked: nobody to answer (Redis drops it too).
@@ -288,6 +290,16 @@ impl Session {
             }
             if held && !self.quitting && self.queue.len() < max_pipeline {
                 held = self.decode_all(&mut rbuf);
+            }
+            if !self.wbuf.is_empty() && !self.queue.is_empty() && !yielded {
+                // Some replies are ready, others are on their way (a pipeline spread over
+                // several nodes): let the other node connections deliver first, so that one
+                // write carries them all.
+                yielded = true;
+                tokio::task::yield_now().await;
+                self.take_replies();
+                self.flush_ready();
+                continue;
             }
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
                 // Boxed: its drain buffer would otherwise sit in every idle session's state.
@@ -328,6 +340,7 @@ impl Session {
                 }
                 r = wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
                     self.meter.wrote(r?);
+                    yielded = false;
                 }
                 () = &mut cancelled, if !self.closing => {
                     // Answer what the client has already sent before closing (shutdown.rs).
