@@ -473,6 +473,25 @@ def test_pubsub_messages_reach_subscribers_through_any_path(proxy, cluster, prot
     sub.close()
 
 
+def test_publish_counts_channel_subscribers_on_every_node(proxy, cluster):
+    subscribers = [proxy.client().pubsub()]
+    for addr in (cluster.masters()[1], cluster.masters()[2], cluster.replicas()[0]):
+        subscribers.append(cluster.node_client(addr).pubsub())
+    for s in subscribers:
+        s.subscribe("counted")
+        assert s.get_message(timeout=2)["type"] == "subscribe"
+    # One through the proxy, three directly on other nodes: one node would count all four.
+    assert proxy.client().publish("counted", "hi") == 4
+    for s in subscribers:
+        m = None
+        deadline = time.monotonic() + 5
+        while (m is None or m["type"] != "message") and time.monotonic() < deadline:
+            m = s.get_message(timeout=1)
+        assert m and m["data"] == "hi"
+        s.close()
+    assert proxy.client().publish("counted", "nobody") == 0
+
+
 def test_pubsub_raw_resp2_semantics(proxy, standalone):
     # One channel for UNSUBSCRIBE-all: a server lists several in its own (random) dict order.
     payload = (b"SUBSCRIBE a b\r\nPING\r\nGET x\r\nUNSUBSCRIBE b\r\nPSUBSCRIBE p*\r\n"

@@ -53,6 +53,9 @@ pub enum Finish {
     /// KEYS, RANDOMKEY: map stored key names back to the client's, drop those of other
     /// databases, and those not matching the pattern the proxy applies itself, if any.
     Names(Option<bytes::Bytes>),
+    /// PUBLISH: the first part's count plus the channel's subscribers counted on the other
+    /// nodes (parts that failed count nothing: the message was sent).
+    Publish,
     /// WAIT: each master's reply is the last of the frames its payload produced
     /// (`session::wait`).
     Wait,
@@ -88,6 +91,10 @@ pub enum Plan {
     Move,
     /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
     BlockingRead,
+    /// PUBLISH: sent to the first master (where every Slotway instance subscribes its
+    /// clients); the channel's subscribers on every other node are counted with PUBSUB NUMSUB
+    /// and added to its count.
+    Publish,
     /// WAIT: on every master, on a connection of the client's own, once everything the client
     /// sent before it is answered (see `session::wait`).
     Wait,
@@ -218,8 +225,9 @@ pub fn plan(
     match spec.name {
         "scan" => return plan_scan(req, masters),
         // Every Slotway instance subscribes its clients on the first master (by address), so
-        // PUBLISH there counts them; the cluster bus carries the message to every other node.
-        "publish" => return Ok(Plan::Forward(Target::Master(0))),
+        // PUBLISH there counts them; the cluster bus carries the message to every other node,
+        // whose channel subscribers are counted with PUBSUB NUMSUB.
+        "publish" => return Ok(Plan::Publish),
         "spublish" => {
             let mut slot = None;
             routing::keys::for_each_shard_channel(spec, req, |i| {

@@ -311,6 +311,11 @@ impl ClientState {
 impl Drop for ClientState {
     fn drop(&mut self) {
         self.shared.clients.remove(self.id);
+        // Counted up by the accept loop just before this state was made.
+        self.shared
+            .stats
+            .clients_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -348,12 +353,11 @@ pub async fn accept_loop(
             .stats
             .clients_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            crate::session::run(stream, peer, shared.clone(), shutdown).await;
-            shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);
-        });
+        // The session's own future, not wrapped in another: a wrapper would hold a second copy
+        // of what it captures, for every idle client (`clients_open` is decremented when the
+        // session's `ClientState` is dropped).
+        let session = crate::session::run(stream, peer, shared.clone(), shutdown.clone());
+        tasks.spawn(session);
     }
 }
 

@@ -28,6 +28,7 @@ use protocol::{Frame, Limits, Request};
 use routing::split::Merge;
 use routing::{Redirect, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -183,18 +184,20 @@ struct Session {
 
 /// Serves one client until it disconnects, QUITs, sends invalid input, or `shutdown` fires
 /// (then in-flight requests are answered first).
-pub async fn run(
+///
+/// The session is built here, outside the returned future, and boxed: the future (the client's
+/// task, which the runtime rounds up to its alignment) then holds a pointer and the serve
+/// future, and no slots for what building the session needed.
+pub fn run(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let client = ClientState::new(shared.clone(), peer, local);
-    // Boxed: the task's future then holds a pointer, and the task (whose size the runtime
-    // rounds up to its alignment) stays small for idle clients.
-    let mut session = Box::new(Session {
+    let session = Box::new(Session {
         meter: crate::metrics::Meter::new(&shared, peer),
         shared,
         client,
@@ -208,11 +211,8 @@ pub async fn run(
         stateful: None,
         pubsub: None,
     });
-    if let Err(e) = session.serve(stream, shutdown).await {
-        session.meter.io_error();
-        tracing::debug!(client = %peer, error = %e, "client connection closed");
-    }
-    session.drop_subscriptions();
+    let (rd, wr) = stream.into_split();
+    session.serve_client(rd, wr, shutdown)
 }
 
 /// A request started only once every request before it is answered, as one node would run
@@ -264,18 +264,34 @@ impl Pending {
 // === impl Session ===
 
 impl Session {
+    /// The client's task. Its arguments are all it keeps besides the serve loop's future:
+    /// arguments of an async fn stay in its future, so nothing is passed by value twice.
+    async fn serve_client(
+        mut self: Box<Self>,
+        mut rd: OwnedReadHalf,
+        mut wr: OwnedWriteHalf,
+        shutdown: CancellationToken,
+    ) {
+        if let Err(e) = self.serve(&mut rd, &mut wr, &shutdown).await {
+            self.meter.io_error();
+            tracing::debug!(client = self.client.id, error = %e, "client connection closed");
+        }
+        self.drop_subscriptions();
+    }
+
     async fn serve(
         &mut self,
-        stream: TcpStream,
-        shutdown: CancellationToken,
+        rd: &mut OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
+        shutdown: &CancellationToken,
     ) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::new();
         let max_pipeline = self.shared.config.max_pipeline;
         // Created once: polling a fresh `cancelled()` future every turn would take the
-        // token's lock, which every session shares.
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // token's lock, which every session shares. Boxed: inline, it would push the client's
+        // task past a size class of the runtime's (measured: 1.72 instead of 1.82 KB per idle
+        // client).
+        let mut cancelled = Box::pin(shutdown.cancelled());
         // True when decoding stopped at `max_pipeline` with complete requests possibly left in
         // `rbuf`: they must be decoded once there is room, not when the socket next has data.
         let mut held = false;
@@ -303,7 +319,7 @@ impl Session {
             }
             if self.closing && self.queue.is_empty() && self.wbuf.is_empty() {
                 // Boxed: its drain buffer would otherwise sit in every idle session's state.
-                Box::pin(crate::shutdown::close(&mut rd, &mut wr)).await;
+                Box::pin(crate::shutdown::close(rd, wr)).await;
                 return Ok(());
             }
             // While held behind a blocking command, read on only to notice the client leaving.
@@ -344,7 +360,7 @@ impl Session {
                 }
                 () = &mut cancelled, if !self.closing => {
                     // Answer what the client has already sent before closing (shutdown.rs).
-                    crate::shutdown::read_buffered(&rd, &mut rbuf);
+                    crate::shutdown::read_buffered(rd, &mut rbuf);
                     held = self.decode_all(&mut rbuf);
                     self.closing = true;
                 }
@@ -499,6 +515,21 @@ impl Session {
                 self.start_gather(req, parts, merge, finish);
             }
             Plan::Wait => self.later(Later::Wait(req)),
+            Plan::Publish => {
+                let nodes = self.shared.topology.routes().node_count();
+                let numsub = Request::from_args([
+                    b"PUBSUB".as_slice(),
+                    b"NUMSUB",
+                    req.arg(1).unwrap_or_default(),
+                ]);
+                let parts = (0..nodes.max(1))
+                    .map(|i| match i {
+                        0 => (Pending::new(req.clone(), Target::Master(0)), None),
+                        i => (Pending::new(numsub.clone(), Target::Node(i)), None),
+                    })
+                    .collect();
+                self.start_gather(req, parts, Merge::Sum, Finish::Publish);
+            }
             Plan::BlockingRead => {
                 match xread::Read::parse(spec.map_or("xread", |s| s.name), &req) {
                     Ok(read) => self.later(Later::Read(read)),
@@ -937,6 +968,7 @@ impl Session {
         }
         let frame = match &g.finish {
             Finish::AsIs | Finish::Wait => g.merge.merge(frames),
+            Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();
                 let reply = scan_reply(frames, *master, masters);
@@ -1352,7 +1384,8 @@ impl Session {
         };
         let slot = match plan {
             Ok(Plan::Forward(Target::Slot(s) | Target::Blocking(s))) => Ok(Some(s)),
-            Ok(Plan::Forward(_)) => Ok(None),
+            // PUBLISH joins a group; its count is then that node's own subscribers.
+            Ok(Plan::Forward(_) | Plan::Publish) => Ok(None),
             Ok(Plan::Local("ping" | "echo" | "time")) => Ok(None),
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
@@ -1562,6 +1595,32 @@ fn scan_reply(mut frames: Vec<Frame>, master: usize, masters: usize) -> Frame {
         }
         other => other,
     }
+}
+
+/// PUBLISH's count: the first master's reply plus the channel's subscribers on the other
+/// nodes (`PUBSUB NUMSUB` replies, `[channel, n]` or a map); a node that failed counts nothing.
+fn publish_count(mut frames: Vec<Frame>) -> Frame {
+    if frames.is_empty() {
+        return Frame::Integer(0);
+    }
+    let published = frames.remove(0);
+    let Frame::Integer(mut count) = published else {
+        return published;
+    };
+    for frame in frames {
+        count += match frame {
+            Frame::Array(items) => match items.get(1) {
+                Some(Frame::Integer(n)) => *n,
+                _ => 0,
+            },
+            Frame::Map(pairs) => match pairs.first() {
+                Some((_, Frame::Integer(n))) => *n,
+                _ => 0,
+            },
+            _ => 0,
+        };
+    }
+    Frame::Integer(count)
 }
 
 fn encode(frame: &Frame, version: protocol::Version) -> Bytes {
