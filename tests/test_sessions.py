@@ -839,3 +839,42 @@ def test_xread_across_slots_without_block_matches_a_single_node(proxy, standalon
     # With BLOCK: what has entries now is answered at once, merged, as one node does.
     blocked = ["XREAD", "BLOCK", "100", "STREAMS", *streams, "0", "0", "0", "0"]
     assert p.execute_command(*blocked) == s.execute_command(*blocked)
+
+
+def test_redirects_without_a_host_go_to_the_sending_nodes_host(proxy_factory, cluster, clean):
+    """With `cluster-preferred-endpoint-type unknown-endpoint`, MOVED says `:port`: the node to
+    use is on the host of the node that answered."""
+    stale = proxy_factory("--refresh-interval-ms", "60000")  # knows the slot map before the move
+    key = "noendpoint:k"
+    slot = cluster.keyslot(key)
+    home = cluster.node_for_slot(slot)
+    other = next(m for m in cluster.masters() if m != home)
+    c = stale.client()
+    assert c.get(key) is None  # the proxy's map is loaded
+    nodes, masters = cluster.addrs(), cluster.masters()
+    try:
+        for addr in nodes:
+            cluster.node(addr).admin.config_set("cluster-preferred-endpoint-type", "unknown-endpoint")
+        # As move_slot, without waiting for the harness's view (it cannot read `?` endpoints).
+        source_id, to_id = cluster.node_id(home), cluster.node_id(other)
+        cluster.node(other).admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        cluster.node(home).admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
+        for addr in [other, home] + [m for m in masters if m not in (other, home)]:
+            cluster.node(addr).admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to_id)
+        with pytest.raises(redis.ResponseError) as refused:
+            cluster.node(home).admin.execute_command("GET", key)
+        assert str(refused.value).endswith(f" :{other.rsplit(':', 1)[1]}"), str(refused.value)
+        cluster.node_client(other).set(key, "moved")
+        redirected = cluster.node_client(home).info("commandstats")["cmdstat_get"]["rejected_calls"]
+        retries = c.info("proxy")["backend_retries"]
+        assert c.get(key) == "moved"
+        # Straight to the new owner: no failed connection to a host-less address, no retry.
+        assert c.info("proxy")["backend_retries"] == retries
+        # It was a redirect (the home node refused it), followed without an error.
+        after = cluster.node_client(home).info("commandstats")["cmdstat_get"]["rejected_calls"]
+        assert after > redirected
+        cluster.node_client(other).delete(key)
+    finally:
+        for addr in nodes:
+            cluster.node(addr).admin.config_set("cluster-preferred-endpoint-type", "ip")
+        move_slot(cluster, slot, home)

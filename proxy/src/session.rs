@@ -108,6 +108,8 @@ struct Pending {
     script_loaded: bool,
     /// The reply carries key names to map back to the client's names.
     restore: bool,
+    /// The node it was last sent to (fills in a redirect's unknown host).
+    sent_to: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -257,6 +259,7 @@ impl Pending {
             give_up_at: None,
             script_loaded: false,
             restore: false,
+            sent_to: None,
         }
     }
 }
@@ -666,6 +669,9 @@ impl Session {
             frames,
             reply,
         };
+        if let Some(p) = self.pending_mut(seq, part) {
+            p.sent_to = Some(pool.addr().clone());
+        }
         match lane {
             Some(lane) => self.dedicated_conn(&pool, lane).send(job),
             None => pool.conn(self.client.version, self.client.id).send(job),
@@ -783,6 +789,7 @@ impl Session {
             let Some(p) = self.pending_mut(seq, part) else {
                 return false;
             };
+            let redirect = redirect.filled_from(p.sent_to.as_deref().unwrap_or_default());
             p.redirects += 1;
             if p.redirects > max_redirects {
                 self.fail_part(seq, part, ProxyError::TooManyRedirects);
@@ -1475,9 +1482,11 @@ impl Session {
         let Some(Entry::Exec(x)) = self.queue.get_mut(idx) else {
             return;
         };
-        let Some((group, _, done)) = x.groups.get_mut(part as usize) else {
+        let Some((group, pending, done)) = x.groups.get_mut(part as usize) else {
             return;
         };
+        // The node that answered, to fill in a redirect's unknown host.
+        let sender = pending.sent_to.clone().unwrap_or_default();
         let outcome = if raw.first() == Some(&b'-') {
             // The proxy's own error for the whole group (node lost, ...).
             let mut buf = BytesMut::from(&raw[..]);
@@ -1507,7 +1516,9 @@ impl Session {
             GroupOutcome::Refused(err) if !watched => {
                 // Nothing of this group ran: follow a redirect or wait out a migration.
                 let text = err.clone();
-                if let Some(Redirect::Moved { slot, addr }) = Redirect::parse(&text) {
+                if let Some(Redirect::Moved { slot, addr }) =
+                    Redirect::parse(&text).map(|r| r.filled_from(&sender))
+                {
                     self.shared.topology.moved(slot, &addr);
                     self.send(seq, part, None);
                     return;

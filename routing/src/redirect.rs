@@ -61,6 +61,29 @@ impl Redirect {
         }
     }
 
+    /// The redirect with an unknown host (empty or `?`) replaced by the host of `sender`, the
+    /// `host:port` of the node that sent it: the cluster spec's "same endpoint as the current
+    /// request".
+    pub fn filled_from(self, sender: &str) -> Redirect {
+        let fill = |addr: String| match addr.rsplit_once(':') {
+            Some(("" | "?", port)) => match sender.rsplit_once(':') {
+                Some((host, _)) => format!("{host}:{port}"),
+                None => addr,
+            },
+            _ => addr,
+        };
+        match self {
+            Redirect::Moved { slot, addr } => Redirect::Moved {
+                slot,
+                addr: fill(addr),
+            },
+            Redirect::Ask { slot, addr } => Redirect::Ask {
+                slot,
+                addr: fill(addr),
+            },
+        }
+    }
+
     /// The slot the redirect is about.
     pub fn slot(&self) -> Slot {
         match self {
@@ -169,5 +192,34 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn unknown_hosts_are_filled_from_the_sender() {
+        let moved = |text: &str| Redirect::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            moved("MOVED 3999 :6381")
+                .filled_from("10.0.0.5:6380")
+                .addr(),
+            "10.0.0.5:6381"
+        );
+        assert_eq!(
+            moved("ASK 3999 ?:6381")
+                .filled_from("node-a.local:6380")
+                .addr(),
+            "node-a.local:6381"
+        );
+        assert_eq!(
+            moved("MOVED 3999 ::1:6381")
+                .filled_from("10.0.0.5:6380")
+                .addr(),
+            "::1:6381"
+        );
+        assert_eq!(
+            moved("MOVED 3999 10.0.0.7:6381")
+                .filled_from("10.0.0.5:6380")
+                .addr(),
+            "10.0.0.7:6381"
+        );
     }
 }

@@ -351,7 +351,14 @@ impl Shard {
         }
         let text = err.strip_prefix(b"-").unwrap_or(&err);
         let text = text.strip_suffix(b"\r\n").unwrap_or(text);
-        match Redirect::parse(text) {
+        // The node that answered, to fill in a redirect's unknown host.
+        let sender = self
+            .conns
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.addr.clone())
+            .unwrap_or_default();
+        match Redirect::parse(text).map(|r| r.filled_from(&sender)) {
             Some(Redirect::Moved { slot, addr })
                 if sent.redirects < io.shared.config.max_redirects =>
             {
