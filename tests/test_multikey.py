@@ -6,6 +6,8 @@ redis-server that ran the same commands.
 
 from __future__ import annotations
 
+import hashlib
+
 import threading
 import time
 
@@ -171,6 +173,22 @@ def test_evalsha_works_on_every_master_after_one_script_load(proxy, cluster, cle
     assert c.script_flush() is True
     for addr in cluster.masters():
         assert cluster.node_client(addr).script_exists(sha) == [False]
+
+
+def test_evalsha_after_eval_works_on_every_master(proxy, cluster, clean):
+    """One node caches the scripts it EVALs; through the proxy the EVAL ran on one master, and
+    an EVALSHA whose key lives on another must work too."""
+    c = proxy.client()
+    script = "return {KEYS[1], ARGV[1]}"
+    sha = hashlib.sha1(script.encode()).hexdigest()
+    assert c.eval(script, 1, "evalcache", "x") == ["evalcache", "x"]
+    keys = spread_keys(cluster, "evalcache", per_master=1)
+    for k in keys:
+        assert c.evalsha(sha, 1, k, "y") == [k, "y"]
+    # SCRIPT FLUSH forgets it, as on one node.
+    assert c.script_flush() is True
+    with pytest.raises(redis.exceptions.NoScriptError):
+        c.evalsha(sha, 1, keys[0], "z")
 
 
 def test_functions_are_loaded_on_every_master(proxy, cluster, clean):

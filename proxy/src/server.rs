@@ -63,8 +63,9 @@ pub struct Shared {
     redis_version: Mutex<Option<String>>,
 }
 
-/// Script bodies by SHA1, as seen in SCRIPT LOAD, so that a node that answers NOSCRIPT (one
-/// that joined or was promoted after the load) can be given the script.
+/// Script bodies by SHA1, as seen in SCRIPT LOAD and EVAL, so that a node that answers
+/// NOSCRIPT (another master than the one that ran the EVAL, or one that joined or was promoted
+/// after the load) can be given the script: one node would know it.
 #[derive(Debug, Default)]
 pub struct ScriptCache {
     bodies: Mutex<HashMap<Bytes, Bytes>>,
@@ -82,6 +83,20 @@ impl ScriptCache {
             .unwrap_or_else(|p| p.into_inner())
             .get(&sha)
             .cloned()
+    }
+
+    /// Remembers the body of an EVAL under its SHA1, as a node caches what it evaluates.
+    pub fn remember(&self, body: Bytes) {
+        let sha = sha1_smol::Sha1::from(&body[..]).digest().to_string();
+        self.insert(Bytes::from(sha), body);
+    }
+
+    /// Forgets every script (SCRIPT FLUSH).
+    pub fn clear(&self) {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Remembers a script.

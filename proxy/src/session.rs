@@ -426,6 +426,16 @@ impl Session {
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
+        match spec.map(|s| s.name) {
+            // A node caches the scripts it evaluates; EVALSHA may then go to another master.
+            Some("eval" | "eval_ro") => {
+                if let Some(body) = req.arg_bytes(1) {
+                    self.shared.scripts.remember(body);
+                }
+            }
+            Some("script|flush") => self.shared.scripts.clear(),
+            _ => {}
+        }
         let renaming = self.renaming();
         let req = if renaming {
             self.rename_keys(req, spec)
