@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -89,6 +90,20 @@ impl ReplyQueue {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(d);
         self.waker.wake();
+    }
+
+    /// Delivers `Reply::Retry` for part `part` of request `seq` after `delay`: the timer of
+    /// retries and of reminders (tell a blocked connection again to stop, subscribe again).
+    pub fn retry_after(self: &Arc<Self>, delay: Duration, seq: u64, part: u32) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.push(Delivery {
+                seq,
+                part,
+                reply: Reply::Retry,
+            });
+        });
     }
 
     /// Swaps the waiting deliveries with `spare`, which must be empty: the caller gets them

@@ -888,15 +888,7 @@ impl Session {
             return self.fail_part(seq, part, err());
         }
         self.shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-        let queue = self.replies.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            queue.push(Delivery {
-                seq,
-                part,
-                reply: Reply::Retry,
-            });
-        });
+        self.replies.retry_after(delay, seq, part);
     }
 
     fn node_name(&self, target: Target) -> String {

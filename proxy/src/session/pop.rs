@@ -25,7 +25,7 @@ use super::{encode, Entry, Pending, Session};
 use crate::backend::Job;
 use crate::dispatch::Target;
 use crate::error::ProxyError;
-use crate::reply::{Delivery, Reply, ReplyTo};
+use crate::reply::ReplyTo;
 use crate::topology::NodePool;
 
 /// Probe/take rounds before blocking.
@@ -407,15 +407,7 @@ impl Session {
                 send_and_forget(&pool, self.client.version, self.client.id, req);
             }
         }
-        let queue = self.replies.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(UNBLOCK_EVERY).await;
-            queue.push(Delivery {
-                seq,
-                part,
-                reply: Reply::Retry,
-            });
-        });
+        self.replies.retry_after(UNBLOCK_EVERY, seq, part);
     }
 
     /// A reply for part `part` of the pop at queue position `idx`.

@@ -43,7 +43,7 @@ use routing::{Redirect, Slot};
 use super::{encode, Entry, PubSub, Session};
 use crate::backend::{BackendConn, Job, SUBSCRIBER_SEQ};
 use crate::error::ProxyError;
-use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
+use crate::reply::{Reply, ReplyQueue, ReplyTo};
 use crate::server::Shared;
 use crate::topology::NodePool;
 
@@ -310,15 +310,7 @@ impl Shard {
         self.retry_armed = true;
         let delay = self.backoff.max(RETRY_MIN);
         self.backoff = (delay * 2).min(RETRY_MAX);
-        let queue = io.replies.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            queue.push(Delivery {
-                seq: SUBSCRIBER_SEQ,
-                part: RETRY_PART,
-                reply: Reply::Retry,
-            });
-        });
+        io.replies.retry_after(delay, SUBSCRIBER_SEQ, RETRY_PART);
     }
 
     /// The retry timer fired: subscribes the homeless channels again.
