@@ -108,8 +108,9 @@ struct Pending {
     script_loaded: bool,
     /// The reply carries key names to map back to the client's names.
     restore: bool,
-    /// The node it was last sent to (fills in a redirect's unknown host).
-    sent_to: Option<Arc<str>>,
+    /// The node a redirect last sent it to; `None`: its target's node. A redirect's unknown
+    /// host is filled in from the node that sent the redirect.
+    redirected_to: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -259,7 +260,7 @@ impl Pending {
             give_up_at: None,
             script_loaded: false,
             restore: false,
-            sent_to: None,
+            redirected_to: None,
         }
     }
 }
@@ -651,6 +652,7 @@ impl Session {
         };
         let target = p.target;
         let lane = p.lane;
+        p.redirected_to = to.as_ref().map(|(pool, _)| pool.addr().clone());
         let (payload, frames) = match &p.payload {
             Some((payload, frames)) => (payload.clone(), *frames),
             None => (p.req.raw().clone(), 1),
@@ -679,9 +681,6 @@ impl Session {
             frames,
             reply,
         };
-        if let Some(p) = self.pending_mut(seq, part) {
-            p.sent_to = Some(pool.addr().clone());
-        }
         match lane {
             Some(lane) => self.dedicated_conn(&pool, lane).send(job),
             None => pool.conn(self.client.version, self.client.id).send(job),
@@ -799,7 +798,12 @@ impl Session {
             let Some(p) = self.pending_mut(seq, part) else {
                 return false;
             };
-            let redirect = redirect.filled_from(p.sent_to.as_deref().unwrap_or_default());
+            let (target, redirected_to) = (p.target, p.redirected_to.clone());
+            let sender = redirected_to.map_or_else(|| self.node_name(target), |a| a.to_string());
+            let redirect = redirect.filled_from(&sender);
+            let Some(p) = self.pending_mut(seq, part) else {
+                return false;
+            };
             p.redirects += 1;
             if p.redirects > max_redirects {
                 self.fail_part(seq, part, ProxyError::TooManyRedirects);
@@ -1487,8 +1491,9 @@ impl Session {
         let Some((group, pending, done)) = x.groups.get_mut(part as usize) else {
             return;
         };
-        // The node that answered, to fill in a redirect's unknown host.
-        let sender = pending.sent_to.clone().unwrap_or_default();
+        // Groups are sent to their target's node again after a redirect (below): that node
+        // answered, and fills in a redirect's unknown host.
+        let target = pending.target;
         let outcome = if raw.first() == Some(&b'-') {
             // The proxy's own error for the whole group (node lost, ...).
             let mut buf = BytesMut::from(&raw[..]);
@@ -1518,6 +1523,8 @@ impl Session {
             GroupOutcome::Refused(err) if !watched => {
                 // Nothing of this group ran: follow a redirect or wait out a migration.
                 let text = err.clone();
+                let sender = resolve(&self.shared.topology.routes(), target, self.client.id)
+                    .map_or_else(String::new, |p| p.addr().to_string());
                 if let Some(Redirect::Moved { slot, addr }) =
                     Redirect::parse(&text).map(|r| r.filled_from(&sender))
                 {
