@@ -30,6 +30,32 @@ def clean(cluster, standalone):
     standalone.client().flushall()
 
 
+def run_until_consumed(consumers, producers, seen: list, total: int, stop: threading.Event) -> Counter:
+    """Runs the consumer and producer threads until ``total`` items are in ``seen`` (at most
+    30 s after the producers finish), stops the consumers, and counts each item seen."""
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    deadline = time.monotonic() + 30
+    while len(seen) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for t in consumers:
+        t.join(10)
+    return Counter(seen)
+
+
+def blocked_clients_after_settling(cluster, timeout: float = 3.0) -> int:
+    """Blocked clients on all masters, once it reaches 0 or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        blocked = sum(int(cluster.node(m).info("clients")["blocked_clients"]) for m in cluster.masters())
+        if blocked == 0 or time.monotonic() >= deadline:
+            return blocked
+        time.sleep(0.1)
+
+
 # -- transactions --------------------------------------------------------------------------
 
 
@@ -190,17 +216,7 @@ def test_many_consumers_and_producers_lose_and_duplicate_nothing(proxy, clean):
 
     consumers = [threading.Thread(target=consume) for _ in range(4)]
     producers = [threading.Thread(target=produce, args=(p,)) for p in range(3)]
-    for t in consumers + producers:
-        t.start()
-    for t in producers:
-        t.join(60)
-    deadline = time.monotonic() + 30
-    while len(consumed) < total and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    for t in consumers:
-        t.join(10)
-    counts = Counter(consumed)
+    counts = run_until_consumed(consumers, producers, consumed, total, stop)
     assert [m for m, n in counts.items() if n > 1] == []
     assert len(counts) == total, f"lost {total - len(counts)} elements"
     assert proxy.client().exists(*queues) == 0
@@ -318,17 +334,7 @@ def test_reliable_queue_and_mpop_consumers_lose_and_duplicate_nothing(proxy, clu
     consumers = [threading.Thread(target=mpop_consumer) for _ in range(3)]
     consumers += [threading.Thread(target=move_consumer) for _ in range(2)]
     producers = [threading.Thread(target=produce, args=(p,)) for p in range(3)]
-    for t in consumers + producers:
-        t.start()
-    for t in producers:
-        t.join(60)
-    deadline = time.monotonic() + 30
-    while len(consumed) < total and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    for t in consumers:
-        t.join(10)
-    counts = Counter(consumed)
+    counts = run_until_consumed(consumers, producers, consumed, total, stop)
     assert [m for m, n in counts.items() if n > 1] == []
     assert len(counts) == total, f"lost {total - len(counts)} elements"
     assert proxy.client().exists(*queues, "rq:processing") == 0
@@ -349,13 +355,7 @@ def test_cross_slot_xread_block_wakes_on_any_stream(proxy, cluster, clean):
     assert time.monotonic() - started < 2
     assert result["r"] == [["xb:c", [("5-1", {"f": "v"})]]]
     # The other nodes were told to stop blocking: no blocked client remains anywhere.
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        blocked = sum(int(cluster.node(m).info("clients")["blocked_clients"]) for m in cluster.masters())
-        if blocked == 0:
-            break
-        time.sleep(0.1)
-    assert blocked == 0
+    assert blocked_clients_after_settling(cluster) == 0
     # A timeout answers nil after about the time asked.
     started = time.monotonic()
     assert not c.xread({s: "$" for s in streams}, block=300)
@@ -388,17 +388,7 @@ def test_xreadgroup_block_consumers_get_every_entry_once(proxy, cluster, clean):
 
     consumers = [threading.Thread(target=consume, args=(f"c{i}",)) for i in range(3)]
     producers = [threading.Thread(target=produce, args=(p,)) for p in range(2)]
-    for t in consumers + producers:
-        t.start()
-    for t in producers:
-        t.join(60)
-    deadline = time.monotonic() + 30
-    while len(seen) < total and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    for t in consumers:
-        t.join(10)
-    counts = Counter(seen)
+    counts = run_until_consumed(consumers, producers, seen, total, stop)
     assert [m for m, n in counts.items() if n > 1] == []
     assert len(counts) == total, f"missing {total - len(counts)} entries"
     # Every delivered entry is pending for exactly one consumer, as on one node.
@@ -428,13 +418,7 @@ def test_wait_runs_on_its_own_connections(proxy, cluster, clean):
     assert other.keys("__slotway*") == []
     # A client that goes away releases the nodes' blocked connections.
     waiter.connection_pool.disconnect()
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        blocked = sum(int(cluster.node(m).info("clients")["blocked_clients"]) for m in cluster.masters())
-        if blocked == 0:
-            break
-        time.sleep(0.1)
-    assert blocked == 0
+    assert blocked_clients_after_settling(cluster) == 0
     with pytest.raises(redis.ResponseError, match="timeout is negative"):
         c.execute_command("WAIT", 1, -1)
 
