@@ -241,6 +241,17 @@ impl Pop {
         })
     }
 
+    /// The target and own-connection lane of part `part`, if it lost the race and has not
+    /// answered yet.
+    fn cancelling_lane(&self, part: u32) -> Option<(Target, u32)> {
+        match self.parts.get(part as usize)? {
+            (p, None, _) if self.stage == Stage::Block && self.answer.is_some() => {
+                Some((p.target, p.lane?))
+            }
+            _ => None,
+        }
+    }
+
     /// The take request for key `i`.
     fn take_request(&self, i: usize) -> Request {
         let k = &self.keys[i];
@@ -376,17 +387,11 @@ impl Session {
     /// The target and own-connection lane of part `part` of the cross-slot pop or read `seq`,
     /// if that part lost the race and has not answered yet: a timer for it means "tell it
     /// again to stop blocking".
-    pub(super) fn cancelling(&mut self, seq: u64, part: u32) -> Option<(Target, u32)> {
+    pub(super) fn cancelling(&self, seq: u64, part: u32) -> Option<(Target, u32)> {
         let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
         match self.queue.get(idx)? {
-            Entry::Pop(pop) => {
-                let cancelling = pop.stage == Stage::Block
-                    && pop.answer.is_some()
-                    && matches!(pop.parts.get(part as usize), Some((_, None, _)));
-                let (p, _, _) = pop.parts.get(part as usize)?;
-                cancelling.then_some((p.target, p.lane?))
-            }
-            Entry::Read(read) if read.is_cancelling(part) => read.lane_of(part),
+            Entry::Pop(pop) => pop.cancelling_lane(part),
+            Entry::Read(read) => read.cancelling_lane(part),
             _ => None,
         }
     }

@@ -106,17 +106,13 @@ impl Read {
         }
     }
 
-    /// True if part `part` lost the race and has not answered yet.
-    pub(super) fn is_cancelling(&self, part: u32) -> bool {
-        self.stage == Stage::Block
-            && self.won
-            && matches!(self.parts.get(part as usize), Some((_, None)))
-    }
-
-    /// The target and own-connection lane of part `part`.
-    pub(super) fn lane_of(&self, part: u32) -> Option<(Target, u32)> {
-        let (p, _) = self.parts.get(part as usize)?;
-        Some((p.target, p.lane?))
+    /// The target and own-connection lane of part `part`, if it lost the race and has not
+    /// answered yet.
+    pub(super) fn cancelling_lane(&self, part: u32) -> Option<(Target, u32)> {
+        match self.parts.get(part as usize)? {
+            (p, None) if self.stage == Stage::Block && self.won => Some((p.target, p.lane?)),
+            _ => None,
+        }
     }
 }
 
