@@ -194,6 +194,8 @@ pub struct Meter {
     last_active: Instant,
     idle_sleep: Option<Pin<Box<Sleep>>>,
     output_limit: usize,
+    /// The time of the session's current turn, read once when first needed (see `new_turn`).
+    now: Option<Instant>,
 }
 
 /// Requests in flight, oldest first. The oldest is kept inline: a client that waits for each
@@ -982,17 +984,31 @@ impl Meter {
             pending: TimedQueue::default(),
             last_active: Instant::now(),
             idle_sleep: None,
+            now: None,
         }
+    }
+
+    /// The session woke up: times taken from here on are read afresh. Everything a session
+    /// does between two waits takes microseconds, so one clock read serves the whole turn
+    /// (a pipeline of requests decoded together starts at one time, replies written together
+    /// end at one time) instead of two per request.
+    pub fn new_turn(&mut self) {
+        self.now = None;
+    }
+
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
     }
 
     /// Request `seq` was decoded; `spec` is its command (`None`: unknown), `raw` its bytes
     /// (kept for the slow log; a reference count, not a copy).
     pub fn start(&mut self, seq: u64, spec: Option<&CommandSpec>, raw: &Bytes) {
+        let started = self.now();
         self.pending.push(Timed {
             seq,
             command: self.shared.metrics.command_index(spec),
             blocked: false,
-            started: Instant::now(),
+            started,
             raw: raw.clone(),
         });
     }
@@ -1033,7 +1049,7 @@ impl Meter {
         let Some(t) = self.pending.pop_front() else {
             return;
         };
-        let elapsed = t.started.elapsed();
+        let elapsed = self.now().saturating_duration_since(t.started);
         let is_error = matches!(reply.first(), Some(b'-' | b'!'));
         self.shared
             .metrics
@@ -1070,7 +1086,7 @@ impl Meter {
     pub fn read(&mut self, n: usize) -> usize {
         self.shared.metrics.received_bytes.inc_by(n as u64);
         if self.idle_timeout.is_some() {
-            self.last_active = Instant::now();
+            self.last_active = self.now();
         }
         n
     }
@@ -1079,7 +1095,7 @@ impl Meter {
     pub fn wrote(&mut self, n: usize) {
         self.shared.metrics.sent_bytes.inc_by(n as u64);
         if self.idle_timeout.is_some() {
-            self.last_active = Instant::now();
+            self.last_active = self.now();
         }
     }
 
