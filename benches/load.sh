@@ -149,11 +149,26 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
-declare -A rps p50 p99 cpu
+# utime+stime of the three masters together, in clock ticks: what the nodes themselves spend,
+# for comparison (a redis-server also pays a read and a write per unpipelined request).
+masters_ticks() {
+    local port t=0
+    for port in "$base_port" $((base_port + 1)) $((base_port + 2)); do
+        t=$((t + $(cpu_ticks "$(<"$cluster_dir/$port/redis.pid")")))
+    done
+    echo "$t"
+}
+
+# per_request TICKS N: microseconds per request.
+per_request() {
+    awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
+}
+
+declare -A rps p50 p99 cpu nodes_cpu
 
 # bench TARGET(direct|proxy) TEST(set|get) PIPELINE REQUESTS
 bench() {
-    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f
+    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f nodes_before
     if [[ $target == direct ]]; then
         args=(--cluster -h "$host" -p "$base_port")
     else
@@ -161,6 +176,7 @@ bench() {
         before=$(cpu_ticks "$proxy_pid")
     fi
     key="$target ${test^^} P$pipeline"
+    nodes_before=$(masters_ticks)
     log "$key: redis-benchmark ${args[*]} -c $clients -n $n -P $pipeline -r $keyspace -d $data_size -t $test"
     local rc=0
     timeout "$run_timeout" redis-benchmark "${args[@]}" -c "$clients" -n "$n" -P "$pipeline" -r "$keyspace" \
@@ -179,31 +195,35 @@ bench() {
     rps[$key]=${f[1]%.*}
     p50[$key]=${f[4]}
     p99[$key]=${f[6]}
+    nodes_cpu[$key]=$(per_request $(($(masters_ticks) - nodes_before)) "$n")
     if [[ $target == proxy ]]; then
         after=$(cpu_ticks "$proxy_pid")
-        cpu[$key]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+        cpu[$key]=$(per_request $((after - before)) "$n")
     fi
-    log "$key: ${rps[$key]} ops/s, p50 ${p50[$key]} ms, p99 ${p99[$key]} ms${cpu[$key]:+, proxy CPU ${cpu[$key]} us/req}"
+    log "$key: ${rps[$key]} ops/s, p50 ${p50[$key]} ms, p99 ${p99[$key]} ms${cpu[$key]:+, proxy CPU ${cpu[$key]} us/req}, masters CPU ${nodes_cpu[$key]} us/req"
 }
 
 print_table() {
     local pipeline test key d p ratio
     printf '\nredis-benchmark: %s clients, %s random keys, %s-byte values, %s thread(s); P1 %s requests, P16 %s requests\n' \
         "$clients" "$keyspace" "$data_size" "$threads" "$requests_p1" "$requests_p16"
-    printf '%s; latencies in ms\n\n' "$(nproc) cores, $(redis-server --version | cut -d' ' -f3)"
-    printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s |\n' \
-        test "direct ops/s" "proxy ops/s" ratio "direct p50/p99" "proxy p50/p99" "proxy CPU us/req"
-    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "----------" "---------------" "--------------" "--------" \
-        "-----------------" "-----------------" "-------------------"
+    printf '%s; latencies in ms; masters CPU: the three redis-server masters together, per request\n\n' \
+        "$(nproc) cores, $(redis-server --version | cut -d' ' -f3)"
+    printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s | %25s |\n' \
+        test "direct ops/s" "proxy ops/s" ratio "direct p50/p99" "proxy p50/p99" "proxy CPU us/req" \
+        "masters CPU direct/proxy"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------" "---------------" "--------------" "--------" \
+        "-----------------" "-----------------" "-------------------" "---------------------------"
     for pipeline in 1 16; do
         for test in set get; do
             d="direct ${test^^} P$pipeline"
             p="proxy ${test^^} P$pipeline"
             ratio=-
             [[ -n ${rps[$p]:-} ]] && ratio=$(awk -v a="${rps[$p]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')
-            printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s |\n' \
+            printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s | %25s |\n' \
                 "${test^^} P$pipeline" "${rps[$d]}" "${rps[$p]:--}" "$ratio" \
-                "${p50[$d]}/${p99[$d]}" "${p50[$p]:--}/${p99[$p]:--}" "${cpu[$p]:--}"
+                "${p50[$d]}/${p99[$d]}" "${p50[$p]:--}/${p99[$p]:--}" "${cpu[$p]:--}" \
+                "${nodes_cpu[$d]}/${nodes_cpu[$p]:--}"
         done
     done
     echo
@@ -233,7 +253,7 @@ run_multikey() {
         rps[$key]=$((rate * 10))
         p50[$key]=${f[4]}
         p99[$key]=${f[6]}
-        cpu[$key]=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$((n * 10))" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+        cpu[$key]=$(per_request $((after - before)) $((n * 10)))
         local test=get
         [[ $cmd == MSET ]] && test=set
         key="direct ${test^^} x10"
