@@ -64,6 +64,13 @@ def test_resp3_replies_keep_their_types(proxy, standalone):
     assert b"%2\r\n" in raw.split(b"\r\n", 1)[1] or b"%2\r\n" in raw
 
 
+def test_role_answers_like_a_master_without_replicas(proxy, standalone):
+    for hello in (b"", b"HELLO 3\r\n"):
+        ours = proxy.raw(hello + b"ROLE\r\n", timeout=0.5).split(b"modules\r\n*0\r\n")[-1]
+        theirs = standalone.raw(hello + b"ROLE\r\n", timeout=0.5).split(b"modules\r\n*0\r\n")[-1]
+        assert ours == theirs == b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+
+
 def test_local_commands_answer_like_a_single_node(proxy):
     c = proxy.client()
     assert c.echo("hi there") == "hi there"

@@ -38,6 +38,7 @@ pub fn is_local(name: &str) -> bool {
             | "auth"
             | "select"
             | "time"
+            | "role"
             | "readonly"
             | "readwrite"
             | "client"
@@ -83,6 +84,15 @@ pub fn answer(
             Ok((simple("RESET"), After::Continue))
         }
         "readonly" | "readwrite" => ok(),
+        // The proxy is the clients' one master; its replicas are the cluster's business.
+        "role" => Ok((
+            Frame::Array(vec![
+                bulk("master"),
+                Frame::Integer(0),
+                Frame::Array(vec![]),
+            ]),
+            After::Continue,
+        )),
         "time" => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
