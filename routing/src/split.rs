@@ -5,6 +5,8 @@
 //! sit in two of its slots. Parts are ordered by slot; [`Merge::Mget`] remembers where each key
 //! came from so values come back in the caller's order.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use protocol::{Frame, Request};
 
@@ -50,6 +52,21 @@ pub enum Merge {
         /// Where to start looking (chosen at random by the caller).
         start: usize,
     },
+    /// SUNION, SINTER, SDIFF: the parts' sets combined (see [`SetOp`]). Members keep the order
+    /// in which they first appear; the reply is a set if the parts' are (RESP3).
+    Sets(SetOp),
+}
+
+/// How [`Merge::Sets`] combines its parts' sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    /// SUNION: each part is the SUNION of one slot's keys; the result is their union.
+    Union,
+    /// SINTER: each part is the SINTER of one slot's keys; the result is their intersection.
+    Inter,
+    /// SDIFF: part 0 is the SDIFF of the first key and the other keys of its slot; every other
+    /// part is the SUNION of one slot's keys; the result is part 0 without their members.
+    Diff,
 }
 
 /// A command split into per-slot parts.
@@ -61,14 +78,19 @@ pub struct Split {
     pub merge: Merge,
 }
 
-/// Splits MGET, MSET, DEL, UNLINK, EXISTS and TOUCH by slot. `name` is the command table name.
+/// Splits MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, SUNION, SINTER, SDIFF and XREAD /
+/// XREADGROUP (without BLOCK) by slot. `name` is the command table name.
 ///
 /// Returns `None` for other commands and when every key shares one slot (send the request as
 /// it is). The caller has checked the arity; an MSET with an odd number of arguments after the
 /// name is not split (the node answers it with Redis's error).
 pub fn split(name: &str, req: &Request) -> Option<Split> {
-    if matches!(name, "xread" | "xreadgroup") {
-        return split_streams(req);
+    match name {
+        "xread" | "xreadgroup" => return split_streams(req),
+        "sunion" => return split_sets(req, SetOp::Union),
+        "sinter" => return split_sets(req, SetOp::Inter),
+        "sdiff" => return split_sets(req, SetOp::Diff),
+        _ => {}
     }
     let (step, merge_kind) = match name {
         "mget" => (1, MergeKind::Mget),
@@ -161,6 +183,42 @@ fn split_streams(req: &Request) -> Option<Split> {
     Some(Split {
         parts,
         merge: Merge::Streams { names },
+    })
+}
+
+/// SUNION / SINTER / SDIFF: one request per slot, the first key's slot first (see [`SetOp`]).
+fn split_sets(req: &Request, op: SetOp) -> Option<Split> {
+    let mut groups: Vec<(Slot, Vec<&[u8]>)> = Vec::new();
+    for key in req.args().skip(1) {
+        let slot = Slot::for_key(key);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, keys)) => keys.push(key),
+            None => groups.push((slot, vec![key])),
+        }
+    }
+    if groups.len() < 2 {
+        return None;
+    }
+    let others: &[u8] = match op {
+        SetOp::Union | SetOp::Diff => b"SUNION",
+        SetOp::Inter => b"SINTER",
+    };
+    let parts = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, (slot, keys))| {
+            let command = if i == 0 {
+                req.arg(0).unwrap_or_default()
+            } else {
+                others
+            };
+            let args = std::iter::once(command).chain(keys);
+            (slot, Request::from_args(args))
+        })
+        .collect();
+    Some(Split {
+        parts,
+        merge: Merge::Sets(op),
     })
 }
 
@@ -394,6 +452,7 @@ impl Merge {
                 }
                 min.map_or_else(|| unexpected("an integer"), Frame::Integer)
             }
+            Merge::Sets(op) => merge_sets(*op, replies),
             Merge::AnyNonNil { start } => {
                 let n = replies.len();
                 if n == 0 {
@@ -405,6 +464,58 @@ impl Merge {
                     .unwrap_or(Frame::Null)
             }
         }
+    }
+}
+
+fn merge_sets(op: SetOp, replies: Vec<Frame>) -> Frame {
+    let is_set = replies.iter().any(|r| matches!(r, Frame::Set(_)));
+    let mut parts = Vec::with_capacity(replies.len());
+    for reply in replies {
+        match into_array(reply) {
+            Some(members) if members.iter().all(|m| matches!(m, Frame::Bulk(_))) => {
+                parts.push(members)
+            }
+            _ => return unexpected("set members"),
+        }
+    }
+    let mut parts = parts.into_iter();
+    let first = parts.next().unwrap_or_default();
+    let out: Vec<Frame> = match op {
+        SetOp::Union => {
+            let mut seen = HashSet::new();
+            first
+                .into_iter()
+                .chain(parts.flatten())
+                .filter(|m| seen.insert(member(m)))
+                .collect()
+        }
+        SetOp::Inter => {
+            let rest: Vec<HashSet<Bytes>> = parts.map(|p| p.iter().map(member).collect()).collect();
+            first
+                .into_iter()
+                .filter(|m| rest.iter().all(|set| set.contains(&member(m))))
+                .collect()
+        }
+        SetOp::Diff => {
+            let minus: HashSet<Bytes> = parts.flatten().map(|m| member(&m)).collect();
+            first
+                .into_iter()
+                .filter(|m| !minus.contains(&member(m)))
+                .collect()
+        }
+    };
+    if is_set {
+        Frame::Set(out)
+    } else {
+        Frame::Array(out)
+    }
+}
+
+/// A set member's bytes (checked to be a bulk string by the caller).
+fn member(f: &Frame) -> Bytes {
+    match f {
+        Frame::Bulk(b) => b.clone(),
+        _ => Bytes::new(),
     }
 }
 
@@ -502,6 +613,65 @@ mod tests {
             merged,
             Frame::Array(vec![b("a"), b("b"), b("a"), Frame::Null])
         );
+    }
+
+    #[test]
+    fn set_commands_split_with_the_first_key_first() {
+        // "foo" and "{foo}x" share a slot; "bar" and "baz" are elsewhere.
+        let s = split("sdiff", &req(&["sdiff", "bar", "foo", "{bar}y", "baz"])).unwrap();
+        assert_eq!(s.merge, Merge::Sets(SetOp::Diff));
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(
+            parts,
+            vec![
+                vec!["sdiff", "bar", "{bar}y"],
+                vec!["SUNION", "foo"],
+                vec!["SUNION", "baz"],
+            ]
+        );
+        let s = split("sinter", &req(&["SINTER", "foo", "bar", "{foo}x"])).unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(
+            parts,
+            vec![vec!["SINTER", "foo", "{foo}x"], vec!["SINTER", "bar"]]
+        );
+        assert!(split("sunion", &req(&["SUNION", "{a}1", "{a}2"])).is_none());
+    }
+
+    #[test]
+    fn set_merges_keep_first_seen_order_and_the_reply_type() {
+        let b = |s: &'static str| Frame::Bulk(Bytes::from_static(s.as_bytes()));
+        let set = |m: &[&'static str]| Frame::Set(m.iter().map(|s| b(s)).collect());
+        let arr = |m: &[&'static str]| Frame::Array(m.iter().map(|s| b(s)).collect());
+        let parts = || {
+            vec![
+                arr(&["a", "b", "c"]),
+                arr(&["c", "d", "a"]),
+                arr(&["a", "c", "e"]),
+            ]
+        };
+        assert_eq!(
+            Merge::Sets(SetOp::Union).merge(parts()),
+            arr(&["a", "b", "c", "d", "e"])
+        );
+        assert_eq!(Merge::Sets(SetOp::Inter).merge(parts()), arr(&["a", "c"]));
+        assert_eq!(Merge::Sets(SetOp::Diff).merge(parts()), arr(&["b"]));
+        assert_eq!(
+            Merge::Sets(SetOp::Inter).merge(vec![set(&["a", "b"]), set(&["b"])]),
+            set(&["b"])
+        );
+        assert_eq!(
+            Merge::Sets(SetOp::Inter).merge(vec![set(&["a"]), set(&[])]),
+            set(&[])
+        );
+        let wrongtype = Frame::Error(Bytes::from_static(b"WRONGTYPE Operation"));
+        assert_eq!(
+            Merge::Sets(SetOp::Union).merge(vec![arr(&["a"]), wrongtype.clone()]),
+            wrongtype
+        );
+        // Not a set's members: an error that says so, not a guess.
+        let odd = Merge::Sets(SetOp::Union).merge(vec![arr(&["a"]), Frame::Integer(1)]);
+        assert!(matches!(odd, Frame::Error(e) if e.starts_with(b"ERR Slotway")));
     }
 
     #[test]
