@@ -85,6 +85,30 @@ def test_set_algebra_across_slots_matches_a_single_node(proxy, standalone, clust
         assert ours == theirs and ours.count(b"$1\r\n") == 2
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_set_store_forms_across_slots_match_a_single_node(proxy, standalone, cluster, clean, protocol):
+    s = spread_keys(cluster, "sst", per_master=2)
+    dst, dst2 = s[5], s[4]
+    big = [f"m{i}" for i in range(1500)]
+    script = [
+        ["SADD", s[0], "a", "b", "c", "x"], ["SADD", s[1], "b", "c", "d"], ["SADD", s[2], *big],
+        ["SADD", s[3], *big[::2], "a"], ["SET", dst, "a string, replaced"], ["SET", "sst:str", "v"],
+        ["SUNIONSTORE", dst, s[0], s[1], s[2]], ["TYPE", dst], ["SCARD", dst],
+        ["SINTERSTORE", dst, s[2], s[3]], ["SCARD", dst], ["SMISMEMBER", dst, "m0", "m1", "m2", "a"],
+        ["SDIFFSTORE", dst, s[0], s[1], s[3]], ["SMEMBERS", dst],
+        ["SUNIONSTORE", s[0], s[0], s[1]], ["SMEMBERS", s[0]],
+        ["SINTERSTORE", dst, s[0], "sst:missing"], ["EXISTS", dst],
+        ["SADD", dst2, "keep"], ["SINTERSTORE", dst2, s[0], "sst:str"], ["SMEMBERS", dst2],
+        ["SDIFFSTORE", dst2, "sst:missing", s[0]], ["EXISTS", dst2],
+    ]
+    compare(proxy, standalone, script, protocol, sort={13, 15, 20})
+    # The result is where a cluster client finds it, on the destination's master.
+    c = proxy.client()
+    expected = {"b", "c", "d"} | set(big[::2]) | {"a"}
+    assert c.sunionstore(dst, s[1], s[3]) == len(expected)
+    assert cluster.node_client(cluster.node_for_key(dst)).smembers(dst) == expected
+
+
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
     c = proxy.client()
     keys = [f"celery-task-meta-{i}" for i in range(2000)]
@@ -100,10 +124,8 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
     for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
-                ["SUNIONSTORE", "dst", "src", "dst"], ["RENAME", "src", "other"],
-                ["ZUNIONSTORE", "z", "2", "src", "dst"], ["PFMERGE", "a", "b"],
-                ["BITOP", "AND", "d", "a", "b"], ["SINTERSTORE", "dst", "src", "dst"],
-                ["COPY", "src", "copy"]):
+                ["RENAME", "src", "other"], ["ZUNIONSTORE", "z", "2", "src", "dst"],
+                ["PFMERGE", "a", "b"], ["BITOP", "AND", "d", "a", "b"], ["COPY", "src", "copy"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)
     assert c.smembers("src") == {"m"} and c.smembers("dst") == {"n"}

@@ -62,6 +62,11 @@ pub enum Finish {
     /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
     /// answers NOSCRIPT.
     ScriptLoad(bytes::Bytes),
+    /// SUNIONSTORE, SINTERSTORE, SDIFFSTORE: the merged set is then written to this key, in
+    /// this slot (`session::store`).
+    Store(routing::Slot, bytes::Bytes),
+    /// The destination write of a store command; the set has this many members.
+    Stored(usize),
 }
 
 /// What to do with one request.
@@ -496,7 +501,11 @@ mod tests {
         ));
         assert!(matches!(
             plan_of(&["SINTERSTORE", "a", "b"]),
-            Err(ProxyError::CrossSlot("sinterstore"))
+            Ok(Plan::Split(_))
+        ));
+        assert!(matches!(
+            plan_of(&["SMOVE", "a", "b", "m"]),
+            Err(ProxyError::CrossSlot("smove"))
         ));
         assert!(matches!(
             plan_of(&["MSETNX", "a", "1", "b", "2"]),

@@ -47,6 +47,7 @@ use crate::transaction::{self, GroupOutcome};
 mod lmove;
 mod pop;
 mod shard;
+mod store;
 mod wait;
 mod xread;
 
@@ -510,7 +511,11 @@ impl Session {
                     .into_iter()
                     .map(|(slot, r)| (Pending::new(r, Target::Slot(slot)), None))
                     .collect();
-                self.start_gather(req, parts, split.merge, Finish::AsIs);
+                let finish = match split.store {
+                    Some((slot, dst)) => Finish::Store(slot, dst),
+                    None => Finish::AsIs,
+                };
+                self.start_gather(req, parts, split.merge, finish);
             }
             Plan::Fanout {
                 fan,
@@ -949,8 +954,17 @@ impl Session {
                 slot.1 = Some(reply);
                 g.remaining -= 1;
                 if g.remaining == 0 {
-                    let bytes = self.finish_gather(idx);
-                    self.queue[idx] = Entry::Done(bytes);
+                    let store = match &g.finish {
+                        Finish::Store(slot, dst) => Some((*slot, dst.clone())),
+                        _ => None,
+                    };
+                    let frame = self.gathered_reply(idx);
+                    match store {
+                        Some((slot, dst)) if !matches!(frame, Frame::Error(_)) => {
+                            self.store_merged(seq, idx, frame, slot, dst)
+                        }
+                        _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
+                    }
                 }
             }
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
@@ -966,10 +980,10 @@ impl Session {
     }
 
     /// Merges a gathered entry's parts into the client's reply.
-    fn finish_gather(&mut self, idx: usize) -> Bytes {
+    fn gathered_reply(&mut self, idx: usize) -> Frame {
         let renaming = self.renaming();
         let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
-            return Bytes::new();
+            return Frame::Null;
         };
         let limits = Limits {
             max_depth: 128,
@@ -981,6 +995,10 @@ impl Session {
                 frames.push(wait::node_reply(&reply.take().unwrap_or_default()));
                 continue;
             }
+            if let Finish::Stored(size) = g.finish {
+                frames.push(store::stored_reply(&reply.take().unwrap_or_default(), size));
+                continue;
+            }
             let mut buf = BytesMut::from(reply.take().unwrap_or_default().as_ref());
             match protocol::decode(&mut buf, &limits) {
                 Ok(Some(f)) => frames.push(f),
@@ -989,8 +1007,9 @@ impl Session {
                 ))),
             }
         }
-        let frame = match &g.finish {
-            Finish::AsIs | Finish::Wait => g.merge.merge(frames),
+        match &g.finish {
+            Finish::AsIs | Finish::Wait | Finish::Store(..) => g.merge.merge(frames),
+            Finish::Stored(_) => frames.pop().unwrap_or(Frame::Null),
             Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();
@@ -1021,8 +1040,7 @@ impl Session {
                 }
                 merged
             }
-        };
-        encode(&frame, self.client.version)
+        }
     }
 
     /// Answers a new request with an error (closing the connection if the error says so).

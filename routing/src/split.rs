@@ -76,10 +76,13 @@ pub struct Split {
     pub parts: Vec<(Slot, Request)>,
     /// How to put the replies together.
     pub merge: Merge,
+    /// SUNIONSTORE, SINTERSTORE, SDIFFSTORE: the key the merged set is then written to (it
+    /// replaces whatever the key held; an empty set deletes it), and its slot.
+    pub store: Option<(Slot, Bytes)>,
 }
 
-/// Splits MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, SUNION, SINTER, SDIFF and XREAD /
-/// XREADGROUP (without BLOCK) by slot. `name` is the command table name.
+/// Splits MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, SUNION, SINTER, SDIFF (and their STORE
+/// forms) and XREAD / XREADGROUP (without BLOCK) by slot. `name` is the command table name.
 ///
 /// Returns `None` for other commands and when every key shares one slot (send the request as
 /// it is). The caller has checked the arity; an MSET with an odd number of arguments after the
@@ -87,9 +90,12 @@ pub struct Split {
 pub fn split(name: &str, req: &Request) -> Option<Split> {
     match name {
         "xread" | "xreadgroup" => return split_streams(req),
-        "sunion" => return split_sets(req, SetOp::Union),
-        "sinter" => return split_sets(req, SetOp::Inter),
-        "sdiff" => return split_sets(req, SetOp::Diff),
+        "sunion" => return split_sets(req, SetOp::Union, false),
+        "sinter" => return split_sets(req, SetOp::Inter, false),
+        "sdiff" => return split_sets(req, SetOp::Diff, false),
+        "sunionstore" => return split_sets(req, SetOp::Union, true),
+        "sinterstore" => return split_sets(req, SetOp::Inter, true),
+        "sdiffstore" => return split_sets(req, SetOp::Diff, true),
         _ => {}
     }
     let (step, merge_kind) = match name {
@@ -136,7 +142,11 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         MergeKind::AllOk => Merge::AllOk,
         MergeKind::Sum => Merge::Sum,
     };
-    Some(Split { parts, merge })
+    Some(Split {
+        parts,
+        merge,
+        store: None,
+    })
 }
 
 /// XREAD / XREADGROUP without BLOCK: one request per slot with the same options, each with
@@ -183,35 +193,49 @@ fn split_streams(req: &Request) -> Option<Split> {
     Some(Split {
         parts,
         merge: Merge::Streams { names },
+        store: None,
     })
 }
 
 /// SUNION / SINTER / SDIFF: one request per slot, the first key's slot first (see [`SetOp`]).
-fn split_sets(req: &Request, op: SetOp) -> Option<Split> {
+/// With `store`, the first argument is the destination, and the sources are read the same way
+/// (even if they share one slot, when the destination is in another).
+fn split_sets(req: &Request, op: SetOp, store: bool) -> Option<Split> {
+    let skip = if store { 2 } else { 1 };
+    let store = match store {
+        true => {
+            let dst = req.arg(1)?;
+            Some((Slot::for_key(dst), Bytes::copy_from_slice(dst)))
+        }
+        false => None,
+    };
     let mut groups: Vec<(Slot, Vec<&[u8]>)> = Vec::new();
-    for key in req.args().skip(1) {
+    for key in req.args().skip(skip) {
         let slot = Slot::for_key(key);
         match groups.iter_mut().find(|(s, _)| *s == slot) {
             Some((_, keys)) => keys.push(key),
             None => groups.push((slot, vec![key])),
         }
     }
-    if groups.len() < 2 {
+    let one_slot = match (groups.as_slice(), &store) {
+        ([], _) => return None,
+        ([(slot, _)], Some((dst, _))) => slot == dst,
+        ([_], None) => true,
+        _ => false,
+    };
+    if one_slot {
         return None;
     }
-    let others: &[u8] = match op {
-        SetOp::Union | SetOp::Diff => b"SUNION",
-        SetOp::Inter => b"SINTER",
+    let (first, others): (&[u8], &[u8]) = match op {
+        SetOp::Union => (b"SUNION", b"SUNION"),
+        SetOp::Inter => (b"SINTER", b"SINTER"),
+        SetOp::Diff => (b"SDIFF", b"SUNION"),
     };
     let parts = groups
         .into_iter()
         .enumerate()
         .map(|(i, (slot, keys))| {
-            let command = if i == 0 {
-                req.arg(0).unwrap_or_default()
-            } else {
-                others
-            };
+            let command = if i == 0 { first } else { others };
             let args = std::iter::once(command).chain(keys);
             (slot, Request::from_args(args))
         })
@@ -219,6 +243,7 @@ fn split_sets(req: &Request, op: SetOp) -> Option<Split> {
     Some(Split {
         parts,
         merge: Merge::Sets(op),
+        store,
     })
 }
 
@@ -624,7 +649,7 @@ mod tests {
         assert_eq!(
             parts,
             vec![
-                vec!["sdiff", "bar", "{bar}y"],
+                vec!["SDIFF", "bar", "{bar}y"],
                 vec!["SUNION", "foo"],
                 vec!["SUNION", "baz"],
             ]
@@ -636,6 +661,33 @@ mod tests {
             vec![vec!["SINTER", "foo", "{foo}x"], vec!["SINTER", "bar"]]
         );
         assert!(split("sunion", &req(&["SUNION", "{a}1", "{a}2"])).is_none());
+        assert_eq!(s.store, None);
+    }
+
+    #[test]
+    fn store_forms_read_the_sources_then_name_the_destination() {
+        // Sources in one slot, the destination in another: still split (one part).
+        let s = split(
+            "sinterstore",
+            &req(&["SINTERSTORE", "bar", "{foo}1", "{foo}2"]),
+        )
+        .unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["SINTER", "{foo}1", "{foo}2"]]);
+        assert_eq!(
+            s.store,
+            Some((Slot::for_key(b"bar"), Bytes::from_static(b"bar")))
+        );
+        let s = split("sdiffstore", &req(&["SDIFFSTORE", "d", "foo", "bar"])).unwrap();
+        assert_eq!(s.merge, Merge::Sets(SetOp::Diff));
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["SDIFF", "foo"], vec!["SUNION", "bar"]]);
+        // Everything in one slot: the node does it.
+        assert!(split(
+            "sunionstore",
+            &req(&["SUNIONSTORE", "{a}d", "{a}1", "{a}2"])
+        )
+        .is_none());
     }
 
     #[test]
