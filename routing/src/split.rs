@@ -362,22 +362,7 @@ impl Merge {
                     )
                 }
             }
-            Merge::Union => {
-                let mut out: Vec<Frame> = Vec::new();
-                for r in replies {
-                    match into_array(r) {
-                        Some(items) => {
-                            for item in items {
-                                if !out.contains(&item) {
-                                    out.push(item);
-                                }
-                            }
-                        }
-                        None => return unexpected("an array"),
-                    }
-                }
-                Frame::Array(out)
-            }
+            Merge::Union => merge_sets(SetOp::Union, replies),
             Merge::SumByKey => {
                 let mut is_map = false;
                 let mut out: Vec<(Frame, i64)> = Vec::new();
