@@ -75,8 +75,14 @@ def test_set_algebra_across_slots_matches_a_single_node(proxy, standalone, clust
         ["SUNION", "set:missing", "set:missing2"],
         ["SINTER", s[0], s[5]], ["SUNION", s[5], s[0]], ["SDIFF", s[0], s[5]],
         ["SINTER", "set:missing", s[5]],
+        ["SINTERCARD", "3", s[0], s[2], s[4]], ["SINTERCARD", "2", s[1], s[3]],
+        ["SINTERCARD", "2", s[1], s[3], "LIMIT", "100"], ["SINTERCARD", "2", s[1], s[3], "LIMIT", "0"],
+        ["SINTERCARD", "2", s[1], s[3], "LIMIT", "-1"], ["SINTERCARD", "2", s[1], s[3], "LIMIT"],
+        ["SINTERCARD", "2", s[0], s[5]], ["SINTERCARD", "3", s[0], s[2]],
+        ["ZADD", "set:z", "1", "b", "2", "c", "3", "q"],
+        ["ZINTERCARD", "2", s[0], "set:z"], ["ZINTERCARD", "2", s[2], s[3], "LIMIT", "7"],
     ]
-    compare(proxy, standalone, script, protocol, sort=set(range(6, len(script))))
+    compare(proxy, standalone, script, protocol, sort=set(range(6, 21)))
     # The reply's type, byte for byte: a set in RESP3, an array in RESP2 (one member each, so
     # that no node's hash order is involved).
     for hello in (b"", b"HELLO 3\r\n"):

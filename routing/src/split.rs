@@ -55,6 +55,12 @@ pub enum Merge {
     /// SUNION, SINTER, SDIFF: the parts' sets combined (see [`SetOp`]). Members keep the order
     /// in which they first appear; the reply is a set if the parts' are (RESP3).
     Sets(SetOp),
+    /// SINTERCARD, ZINTERCARD: each part is the SINTER / ZINTER of one slot's keys; the size of
+    /// their intersection, at most `limit` (0: no limit).
+    InterCard {
+        /// The LIMIT option.
+        limit: u64,
+    },
 }
 
 /// How [`Merge::Sets`] combines its parts' sets.
@@ -96,6 +102,8 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         "sunionstore" => return split_sets(req, SetOp::Union, true),
         "sinterstore" => return split_sets(req, SetOp::Inter, true),
         "sdiffstore" => return split_sets(req, SetOp::Diff, true),
+        "sintercard" => return split_intercard(req, false),
+        "zintercard" => return split_intercard(req, true),
         _ => {}
     }
     let (step, merge_kind) = match name {
@@ -244,6 +252,72 @@ fn split_sets(req: &Request, op: SetOp, store: bool) -> Option<Split> {
         parts,
         merge: Merge::Sets(op),
         store,
+    })
+}
+
+/// SINTERCARD / ZINTERCARD `numkeys key... [LIMIT limit]`: the members of each slot's
+/// intersection (the caller checked `numkeys`). Options the proxy does not understand go, with
+/// the first slot's keys, to that slot's node, which answers Redis's own error.
+fn split_intercard(req: &Request, zset: bool) -> Option<Split> {
+    let n: usize = std::str::from_utf8(req.arg(1)?).ok()?.parse().ok()?;
+    let args: Vec<&[u8]> = req.args().collect();
+    let keys = args.get(2..2 + n)?;
+    let options = args.get(2 + n..)?;
+    let mut groups: Vec<(Slot, Vec<&[u8]>)> = Vec::new();
+    for &key in keys {
+        let slot = Slot::for_key(key);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, keys)) => keys.push(key),
+            None => groups.push((slot, vec![key])),
+        }
+    }
+    if groups.len() < 2 {
+        return None;
+    }
+    let mut limit = Some(0);
+    for pair in options.chunks(2) {
+        limit = match pair {
+            [word, n] if word.eq_ignore_ascii_case(b"limit") => std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok()),
+            _ => None,
+        };
+        if limit.is_none() {
+            break;
+        }
+    }
+    let Some(limit) = limit else {
+        let (slot, keys) = groups.swap_remove(0);
+        let count = keys.len().to_string();
+        let part = [args[0], count.as_bytes()]
+            .into_iter()
+            .chain(keys)
+            .chain(options.iter().copied());
+        return Some(Split {
+            parts: vec![(slot, Request::from_args(part))],
+            merge: Merge::InterCard { limit: 0 },
+            store: None,
+        });
+    };
+    let parts = groups
+        .into_iter()
+        .map(|(slot, keys)| {
+            let count = keys.len().to_string();
+            let part: Vec<&[u8]> = if zset {
+                [b"ZINTER".as_slice(), count.as_bytes()]
+                    .into_iter()
+                    .chain(keys)
+                    .collect()
+            } else {
+                std::iter::once(b"SINTER".as_slice()).chain(keys).collect()
+            };
+            (slot, Request::from_args(part))
+        })
+        .collect();
+    Some(Split {
+        parts,
+        merge: Merge::InterCard { limit },
+        store: None,
     })
 }
 
@@ -463,6 +537,13 @@ impl Merge {
                 min.map_or_else(|| unexpected("an integer"), Frame::Integer)
             }
             Merge::Sets(op) => merge_sets(*op, replies),
+            Merge::InterCard { limit } => match merge_sets(SetOp::Inter, replies) {
+                Frame::Array(members) | Frame::Set(members) => {
+                    let n = members.len() as u64;
+                    Frame::Integer(if *limit > 0 { n.min(*limit) } else { n } as i64)
+                }
+                other => other,
+            },
             Merge::AnyNonNil { start } => {
                 let n = replies.len();
                 if n == 0 {
@@ -647,6 +728,42 @@ mod tests {
         );
         assert!(split("sunion", &req(&["SUNION", "{a}1", "{a}2"])).is_none());
         assert_eq!(s.store, None);
+    }
+
+    #[test]
+    fn intercard_reads_members_and_counts_up_to_the_limit() {
+        let s = split(
+            "zintercard",
+            &req(&["ZINTERCARD", "3", "foo", "bar", "{foo}x", "LIMIT", "1"]),
+        )
+        .unwrap();
+        assert_eq!(s.merge, Merge::InterCard { limit: 1 });
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(
+            parts,
+            vec![
+                vec!["ZINTER", "2", "foo", "{foo}x"],
+                vec!["ZINTER", "1", "bar"]
+            ]
+        );
+        let b = |s: &'static str| Frame::Bulk(Bytes::from_static(s.as_bytes()));
+        let two = || {
+            vec![
+                Frame::Array(vec![b("a"), b("b"), b("c")]),
+                Frame::Array(vec![b("c"), b("a")]),
+            ]
+        };
+        assert_eq!(s.merge.merge(two()), Frame::Integer(1));
+        let s = split("sintercard", &req(&["SINTERCARD", "2", "foo", "bar"])).unwrap();
+        assert_eq!(s.merge.merge(two()), Frame::Integer(2));
+        // An option the proxy does not know: the node of the first slot says what is wrong.
+        let s = split(
+            "sintercard",
+            &req(&["SINTERCARD", "2", "foo", "bar", "LIMIT", "-1"]),
+        )
+        .unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["SINTERCARD", "1", "foo", "LIMIT", "-1"]]);
     }
 
     #[test]
