@@ -954,17 +954,7 @@ impl Session {
                 slot.1 = Some(reply);
                 g.remaining -= 1;
                 if g.remaining == 0 {
-                    let store = match &g.finish {
-                        Finish::Store(slot, dst) => Some((*slot, dst.clone())),
-                        _ => None,
-                    };
-                    let frame = self.gathered_reply(idx);
-                    match store {
-                        Some((slot, dst)) if !matches!(frame, Frame::Error(_)) => {
-                            self.store_merged(seq, idx, frame, slot, dst)
-                        }
-                        _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
-                    }
+                    self.gather_done(seq, idx);
                 }
             }
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
@@ -976,6 +966,25 @@ impl Session {
             | Entry::Confirming(_)
             | Entry::Later(_)
             | Entry::Shard(_) => {}
+        }
+    }
+
+    /// Every part of the gathered entry `seq` (at queue index `idx`) has answered: answer the
+    /// client or, for a store command whose sources merged into a set, write it.
+    fn gather_done(&mut self, seq: u64, idx: usize) {
+        let store = match self.queue.get(idx) {
+            Some(Entry::Gather(g)) => match &g.finish {
+                Finish::Store(slot, dst) => Some((*slot, dst.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        let frame = self.gathered_reply(idx);
+        match store {
+            Some((slot, dst)) if !matches!(frame, Frame::Error(_)) => {
+                self.store_merged(seq, idx, frame, slot, dst)
+            }
+            _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
         }
     }
 
