@@ -62,9 +62,9 @@ pub enum Finish {
     /// SCRIPT LOAD: remember the script under its SHA1 so it can be loaded on a node that
     /// answers NOSCRIPT.
     ScriptLoad(bytes::Bytes),
-    /// SUNIONSTORE, SINTERSTORE, SDIFFSTORE: the merged set is then written to this key, in
-    /// this slot (`session::store`).
-    Store(routing::Slot, bytes::Bytes),
+    /// SUNIONSTORE, ZUNIONSTORE...: the merged set is then written to the destination
+    /// (`session::store`).
+    Store(routing::split::Destination),
     /// The destination write of a store command; the set has this many members.
     Stored(usize),
 }

@@ -512,7 +512,7 @@ impl Session {
                     .map(|(slot, r)| (Pending::new(r, Target::Slot(slot)), None))
                     .collect();
                 let finish = match split.store {
-                    Some((slot, dst)) => Finish::Store(slot, dst),
+                    Some(dst) => Finish::Store(dst),
                     None => Finish::AsIs,
                 };
                 self.start_gather(req, parts, split.merge, finish);
@@ -974,15 +974,15 @@ impl Session {
     fn gather_done(&mut self, seq: u64, idx: usize) {
         let store = match self.queue.get(idx) {
             Some(Entry::Gather(g)) => match &g.finish {
-                Finish::Store(slot, dst) => Some((*slot, dst.clone())),
+                Finish::Store(dst) => Some(dst.clone()),
                 _ => None,
             },
             _ => None,
         };
         let frame = self.gathered_reply(idx);
         match store {
-            Some((slot, dst)) if !matches!(frame, Frame::Error(_)) => {
-                self.store_merged(seq, idx, frame, slot, dst)
+            Some(dst) if !matches!(frame, Frame::Error(_)) => {
+                self.store_merged(seq, idx, frame, dst)
             }
             _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
         }

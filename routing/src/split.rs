@@ -13,7 +13,7 @@ use protocol::{Frame, Request};
 use crate::Slot;
 
 /// How the replies of a split or fanned-out command become one reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Merge {
     /// MGET: `positions[p][j]` is the index, in the caller's key list, of the `j`th key of part
     /// `p`; `total` is the number of keys.
@@ -61,6 +61,31 @@ pub enum Merge {
         /// The LIMIT option.
         limit: u64,
     },
+    /// ZUNIONSTORE, ZINTERSTORE, ZDIFFSTORE: part `i` is `ZUNION 1 key_i WITHSCORES` (a set
+    /// reads as scores of 1); the members combined as Redis does (below), as
+    /// `[member, score, ...]` with each score written so that it parses back exactly.
+    Scored {
+        /// Union, intersection or difference.
+        op: SetOp,
+        /// WEIGHTS: one per key (1 each by default).
+        weights: Vec<f64>,
+        /// AGGREGATE.
+        aggregate: Aggregate,
+    },
+    /// A command whose options the proxy could not read, sent to one node in a read-only form
+    /// to get Redis's own error: that error, or `ERR syntax error` if the node took it.
+    InvalidOptions,
+}
+
+/// AGGREGATE of ZUNIONSTORE / ZINTERSTORE: how a member's weighted scores combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// The sum (NaN, from `inf + -inf`, becomes 0, as in Redis).
+    Sum,
+    /// The smallest.
+    Min,
+    /// The largest.
+    Max,
 }
 
 /// How [`Merge::Sets`] combines its parts' sets.
@@ -82,9 +107,20 @@ pub struct Split {
     pub parts: Vec<(Slot, Request)>,
     /// How to put the replies together.
     pub merge: Merge,
-    /// SUNIONSTORE, SINTERSTORE, SDIFFSTORE: the key the merged set is then written to (it
-    /// replaces whatever the key held; an empty set deletes it), and its slot.
-    pub store: Option<(Slot, Bytes)>,
+    /// The STORE forms (SUNIONSTORE, ZUNIONSTORE...): where the merged set is then written.
+    pub store: Option<Destination>,
+}
+
+/// Where a STORE form writes its result: it replaces whatever the key held, and an empty
+/// result deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The destination key's slot.
+    pub slot: Slot,
+    /// The destination key.
+    pub key: Bytes,
+    /// A sorted set (the merged reply is `[member, score, ...]`), else a set.
+    pub sorted: bool,
 }
 
 /// Splits MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, SUNION, SINTER, SDIFF (and their STORE
@@ -103,6 +139,9 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         "sinterstore" => return split_sets(req, SetOp::Inter, true),
         "sdiffstore" => return split_sets(req, SetOp::Diff, true),
         "sintercard" => return split_intercard(req, false),
+        "zunionstore" => return split_scored(req, SetOp::Union),
+        "zinterstore" => return split_scored(req, SetOp::Inter),
+        "zdiffstore" => return split_scored(req, SetOp::Diff),
         "zintercard" => return split_intercard(req, true),
         _ => {}
     }
@@ -213,7 +252,11 @@ fn split_sets(req: &Request, op: SetOp, store: bool) -> Option<Split> {
     let store = match store {
         true => {
             let dst = req.arg(1)?;
-            Some((Slot::for_key(dst), Bytes::copy_from_slice(dst)))
+            Some(Destination {
+                slot: Slot::for_key(dst),
+                key: Bytes::copy_from_slice(dst),
+                sorted: false,
+            })
         }
         false => None,
     };
@@ -227,7 +270,7 @@ fn split_sets(req: &Request, op: SetOp, store: bool) -> Option<Split> {
     }
     let one_slot = match (groups.as_slice(), &store) {
         ([], _) => return None,
-        ([(slot, _)], Some((dst, _))) => slot == dst,
+        ([(slot, _)], Some(dst)) => *slot == dst.slot,
         ([_], None) => true,
         _ => false,
     };
@@ -319,6 +362,91 @@ fn split_intercard(req: &Request, zset: bool) -> Option<Split> {
         merge: Merge::InterCard { limit },
         store: None,
     })
+}
+
+/// ZUNIONSTORE / ZINTERSTORE / ZDIFFSTORE `dst numkeys key... [WEIGHTS w...] [AGGREGATE
+/// SUM|MIN|MAX]` (the caller checked `numkeys`): each key read with its scores, combined by
+/// the proxy (see [`Merge::Scored`]).
+fn split_scored(req: &Request, op: SetOp) -> Option<Split> {
+    let args: Vec<&[u8]> = req.args().collect();
+    let dst = *args.get(1)?;
+    let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+    let keys = args.get(3..3 + n)?;
+    let options = args.get(3 + n..)?;
+    let slot = Slot::for_key(dst);
+    if keys.iter().all(|k| Slot::for_key(k) == slot) {
+        return None;
+    }
+    let read: &[u8] = match op {
+        SetOp::Union => b"ZUNION",
+        SetOp::Inter => b"ZINTER",
+        SetOp::Diff => b"ZDIFF",
+    };
+    let Some((weights, aggregate)) = scored_options(op, options, n) else {
+        // Redis's error, from the read-only form over copies of the first key (one slot).
+        let first = *keys.first()?;
+        let part = [read, args[2]]
+            .into_iter()
+            .chain(std::iter::repeat_n(first, n))
+            .chain(options.iter().copied());
+        return Some(Split {
+            parts: vec![(Slot::for_key(first), Request::from_args(part))],
+            merge: Merge::InvalidOptions,
+            store: None,
+        });
+    };
+    let parts = keys
+        .iter()
+        .map(|&key| {
+            let part = [b"ZUNION".as_slice(), b"1", key, b"WITHSCORES"];
+            (Slot::for_key(key), Request::from_args(part))
+        })
+        .collect();
+    Some(Split {
+        parts,
+        merge: Merge::Scored {
+            op,
+            weights,
+            aggregate,
+        },
+        store: Some(Destination {
+            slot,
+            key: Bytes::copy_from_slice(dst),
+            sorted: true,
+        }),
+    })
+}
+
+/// WEIGHTS and AGGREGATE as Redis reads them (ZDIFFSTORE takes neither); `None` if anything
+/// else is there, or a weight is not a number.
+fn scored_options(op: SetOp, options: &[&[u8]], n: usize) -> Option<(Vec<f64>, Aggregate)> {
+    let mut weights = vec![1.0; n];
+    let mut aggregate = Aggregate::Sum;
+    let mut rest = options;
+    while let Some((word, after)) = rest.split_first() {
+        if op != SetOp::Diff && word.eq_ignore_ascii_case(b"weights") && after.len() >= n {
+            for (w, arg) in weights.iter_mut().zip(after) {
+                *w = std::str::from_utf8(arg)
+                    .ok()?
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| !w.is_nan())?;
+            }
+            rest = &after[n..];
+        } else if op != SetOp::Diff && word.eq_ignore_ascii_case(b"aggregate") {
+            let (how, after) = after.split_first()?;
+            aggregate = match how.to_ascii_lowercase().as_slice() {
+                b"sum" => Aggregate::Sum,
+                b"min" => Aggregate::Min,
+                b"max" => Aggregate::Max,
+                _ => return None,
+            };
+            rest = after;
+        } else {
+            return None;
+        }
+    }
+    Some((weights, aggregate))
 }
 
 enum MergeKind {
@@ -537,6 +665,12 @@ impl Merge {
                 min.map_or_else(|| unexpected("an integer"), Frame::Integer)
             }
             Merge::Sets(op) => merge_sets(*op, replies),
+            Merge::Scored {
+                op,
+                weights,
+                aggregate,
+            } => merge_scored(*op, weights, *aggregate, replies),
+            Merge::InvalidOptions => Frame::Error(Bytes::from_static(b"ERR syntax error")),
             Merge::InterCard { limit } => match merge_sets(SetOp::Inter, replies) {
                 Frame::Array(members) | Frame::Set(members) => {
                     let n = members.len() as u64;
@@ -600,6 +734,122 @@ fn merge_sets(op: SetOp, replies: Vec<Frame>) -> Frame {
     } else {
         Frame::Array(out)
     }
+}
+
+/// Combines weighted sorted sets as Redis's `zunionInterDiffGenericCommand` does: a union
+/// visits the keys in order, an intersection starts from the smallest set and visits the
+/// others in order of size, a difference keeps the first set's members (and scores) that no
+/// other set has. A weighted score that is NaN (`inf * 0`) counts as 0, as does a NaN sum.
+fn merge_scored(op: SetOp, weights: &[f64], aggregate: Aggregate, replies: Vec<Frame>) -> Frame {
+    let mut sets = Vec::with_capacity(replies.len());
+    for reply in replies {
+        match scored_members(reply) {
+            Some(set) => sets.push(set),
+            None => return unexpected("members with scores"),
+        }
+    }
+    let combine = |target: &mut f64, value: f64| match aggregate {
+        Aggregate::Sum => {
+            *target += value;
+            if target.is_nan() {
+                *target = 0.0;
+            }
+        }
+        Aggregate::Min => *target = target.min(value),
+        Aggregate::Max => *target = target.max(value),
+    };
+    let weighted = |score: f64, i: usize| score * weights.get(i).copied().unwrap_or(1.0);
+    let mut out: Vec<(Bytes, f64)> = Vec::new();
+    match op {
+        SetOp::Union => {
+            let mut at: std::collections::HashMap<Bytes, usize> = std::collections::HashMap::new();
+            for (i, set) in sets.into_iter().enumerate() {
+                for (member, score) in set {
+                    let mut value = weighted(score, i);
+                    if value.is_nan() {
+                        value = 0.0;
+                    }
+                    match at.get(&member) {
+                        Some(&k) => combine(&mut out[k].1, value),
+                        None => {
+                            at.insert(member.clone(), out.len());
+                            out.push((member, value));
+                        }
+                    }
+                }
+            }
+        }
+        SetOp::Inter => {
+            let mut order: Vec<usize> = (0..sets.len()).collect();
+            order.sort_by_key(|&i| sets[i].len());
+            let lookup: Vec<std::collections::HashMap<&Bytes, f64>> = sets
+                .iter()
+                .map(|set| set.iter().map(|(m, s)| (m, *s)).collect())
+                .collect();
+            if let Some((&first, others)) = order.split_first() {
+                'members: for (member, score) in &sets[first] {
+                    let mut total = weighted(*score, first);
+                    if total.is_nan() {
+                        total = 0.0;
+                    }
+                    for &j in others {
+                        match lookup[j].get(member) {
+                            Some(&s) => combine(&mut total, weighted(s, j)),
+                            None => continue 'members,
+                        }
+                    }
+                    out.push((member.clone(), total));
+                }
+            }
+        }
+        SetOp::Diff => {
+            let mut sets = sets.into_iter();
+            let first = sets.next().unwrap_or_default();
+            let minus: HashSet<Bytes> = sets.flatten().map(|(m, _)| m).collect();
+            out = first
+                .into_iter()
+                .filter(|(m, _)| !minus.contains(m))
+                .collect();
+        }
+    }
+    Frame::Array(
+        out.into_iter()
+            .flat_map(|(member, score)| {
+                [
+                    Frame::Bulk(member),
+                    Frame::Bulk(Bytes::from(format!("{score:e}"))),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `ZUNION ... WITHSCORES` as pairs: RESP2 `[member, score, ...]` (scores as strings), RESP3
+/// `[[member, score], ...]` (scores as doubles).
+fn scored_members(reply: Frame) -> Option<Vec<(Bytes, f64)>> {
+    let items = into_array(reply)?;
+    let score = |f: Frame| match f {
+        Frame::Double(d) => Some(d),
+        Frame::Bulk(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut it = items.into_iter().peekable();
+    while let Some(item) = it.next() {
+        match item {
+            Frame::Array(pair) => {
+                let mut pair = pair.into_iter();
+                let (Some(Frame::Bulk(m)), Some(s), None) = (pair.next(), pair.next(), pair.next())
+                else {
+                    return None;
+                };
+                out.push((m, score(s)?));
+            }
+            Frame::Bulk(m) => out.push((m, score(it.next()?)?)),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// A set member's bytes (checked to be a bulk string by the caller).
@@ -767,6 +1017,91 @@ mod tests {
     }
 
     #[test]
+    fn scored_stores_read_each_key_and_combine_like_redis() {
+        let s = split(
+            "zunionstore",
+            &req(&[
+                "ZUNIONSTORE",
+                "d",
+                "2",
+                "foo",
+                "bar",
+                "WEIGHTS",
+                "2",
+                "inf",
+                "AGGREGATE",
+                "max",
+            ]),
+        )
+        .unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(
+            parts,
+            vec![
+                vec!["ZUNION", "1", "foo", "WITHSCORES"],
+                vec!["ZUNION", "1", "bar", "WITHSCORES"]
+            ]
+        );
+        assert!(matches!(s.store, Some(Destination { sorted: true, .. })));
+        let b = |s: &str| Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()));
+        // RESP2 (flat, string scores) and RESP3 (pairs, doubles) replies.
+        let foo = Frame::Array(vec![b("a"), b("1"), b("b"), b("0")]);
+        let bar = Frame::Array(vec![
+            Frame::Array(vec![b("b"), Frame::Double(0.0)]),
+            Frame::Array(vec![b("c"), Frame::Double(-1.0)]),
+        ]);
+        let pairs = |f: Frame| match f {
+            Frame::Array(items) => items
+                .chunks(2)
+                .map(|p| match (&p[0], &p[1]) {
+                    (Frame::Bulk(m), Frame::Bulk(s)) => (
+                        String::from_utf8_lossy(m).into_owned(),
+                        std::str::from_utf8(s).unwrap().parse::<f64>().unwrap(),
+                    ),
+                    _ => panic!("not a pair"),
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        // inf * 0 is NaN, which counts as 0; MAX keeps the larger.
+        assert_eq!(
+            pairs(s.merge.merge(vec![foo.clone(), bar.clone()])),
+            vec![
+                ("a".into(), 2.0),
+                ("b".into(), 0.0),
+                ("c".into(), f64::NEG_INFINITY)
+            ]
+        );
+        let inter = Merge::Scored {
+            op: SetOp::Inter,
+            weights: vec![1.0, 1.0],
+            aggregate: Aggregate::Sum,
+        };
+        assert_eq!(
+            pairs(inter.merge(vec![foo.clone(), bar.clone()])),
+            vec![("b".into(), 0.0)]
+        );
+        let diff = Merge::Scored {
+            op: SetOp::Diff,
+            weights: vec![1.0, 1.0],
+            aggregate: Aggregate::Sum,
+        };
+        assert_eq!(pairs(diff.merge(vec![foo, bar])), vec![("a".into(), 1.0)]);
+        // Options the proxy cannot read: the read-only form on the first key's node.
+        let s = split(
+            "zunionstore",
+            &req(&["ZUNIONSTORE", "d", "2", "foo", "bar", "WITHSCORES"]),
+        )
+        .unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["ZUNION", "2", "foo", "foo", "WITHSCORES"]]);
+        assert_eq!(s.store, None);
+        assert!(
+            matches!(s.merge.merge(vec![Frame::Array(vec![])]), Frame::Error(e) if e.as_ref() == b"ERR syntax error")
+        );
+    }
+
+    #[test]
     fn store_forms_read_the_sources_then_name_the_destination() {
         // Sources in one slot, the destination in another: still split (one part).
         let s = split(
@@ -778,7 +1113,11 @@ mod tests {
         assert_eq!(parts, vec![vec!["SINTER", "{foo}1", "{foo}2"]]);
         assert_eq!(
             s.store,
-            Some((Slot::for_key(b"bar"), Bytes::from_static(b"bar")))
+            Some(Destination {
+                slot: Slot::for_key(b"bar"),
+                key: Bytes::from_static(b"bar"),
+                sorted: false
+            })
         );
         let s = split("sdiffstore", &req(&["SDIFFSTORE", "d", "foo", "bar"])).unwrap();
         assert_eq!(s.merge, Merge::Sets(SetOp::Diff));

@@ -1,9 +1,11 @@
-//! SUNIONSTORE, SINTERSTORE and SDIFFSTORE whose keys span slots.
+//! SUNIONSTORE, SINTERSTORE, SDIFFSTORE, ZUNIONSTORE, ZINTERSTORE and ZDIFFSTORE whose keys
+//! span slots.
 //!
-//! The sources are read as SUNION / SINTER / SDIFF parts (a `Gather`, split by
-//! `routing::split`), the proxy combines them, then writes the result to the destination's
-//! master as one `MULTI; DEL dst; SADD dst ...; EXEC` (a lone `DEL` for an empty result, which
-//! Redis stores by deleting the key), and answers the set's size once the write is done.
+//! The sources are read in parts (a `Gather`, split by `routing::split`), the proxy combines
+//! them, then writes the result to the destination's master as one
+//! `MULTI; DEL dst; SADD dst ... (or ZADD dst score member ...); EXEC` (a lone `DEL` for an
+//! empty result, which Redis stores by deleting the key), and answers the result's size once
+//! the write is done.
 //!
 //! Like MSET across slots this is not atomic: each source is read at its own moment, and a
 //! client may see the destination before or after, never half written (the write is one
@@ -11,49 +13,61 @@
 
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Limits, Request};
-use routing::Slot;
+use routing::split::Destination;
 
 use super::{Entry, Pending, Session};
 use crate::dispatch::{Finish, Target};
 
 impl Session {
     /// The sources of store request `seq` (queue index `idx`) have been combined into `merged`
-    /// (a set, not an error): write it to `dst`, on `slot`'s master.
-    pub(super) fn store_merged(
-        &mut self,
-        seq: u64,
-        idx: usize,
-        merged: Frame,
-        slot: Slot,
-        dst: Bytes,
-    ) {
-        let members = match merged {
+    /// (members, or `[member, score, ...]` for a sorted set; not an error): write it to `dst`.
+    pub(super) fn store_merged(&mut self, seq: u64, idx: usize, merged: Frame, dst: Destination) {
+        let items = match merged {
             Frame::Array(m) | Frame::Set(m) => m,
             _ => Vec::new(),
         };
-        let size = members.len();
-        let del = Request::from_args([b"DEL".as_slice(), &dst]);
-        let (payload, frames) = if members.is_empty() {
+        let bytes = |f: &Frame| -> Bytes {
+            match f {
+                Frame::Bulk(b) => b.clone(),
+                _ => Bytes::new(),
+            }
+        };
+        // The arguments after the key: members, or score-member pairs.
+        let (command, args): (&[u8], Vec<Bytes>) = if dst.sorted {
+            let pairs = items.chunks_exact(2);
+            (
+                b"ZADD",
+                pairs.flat_map(|p| [bytes(&p[1]), bytes(&p[0])]).collect(),
+            )
+        } else {
+            (b"SADD", items.iter().map(bytes).collect())
+        };
+        let size = if dst.sorted {
+            args.len() / 2
+        } else {
+            args.len()
+        };
+        let del = Request::from_args([b"DEL".as_slice(), &dst.key]);
+        let (payload, frames) = if size == 0 {
             (del.raw().clone(), 1)
         } else {
-            let sadd = Request::from_args([b"SADD".as_slice(), &dst].into_iter().chain(
-                members.iter().map(|m| match m {
-                    Frame::Bulk(b) => b.as_ref(),
-                    _ => b"",
-                }),
-            ));
+            let add = Request::from_args(
+                [command, &dst.key]
+                    .into_iter()
+                    .chain(args.iter().map(|a| a.as_ref())),
+            );
             let mut payload = BytesMut::new();
             for part in [
                 Request::from_args(["MULTI"]).raw(),
                 del.raw(),
-                sadd.raw(),
+                add.raw(),
                 Request::from_args(["EXEC"]).raw(),
             ] {
                 payload.extend_from_slice(part);
             }
             (payload.freeze(), 4)
         };
-        let mut write = Pending::new(del, Target::Slot(slot));
+        let mut write = Pending::new(del, Target::Slot(dst.slot));
         write.payload = Some((payload, frames));
         let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
             return;
