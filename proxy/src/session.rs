@@ -623,6 +623,11 @@ impl Session {
         merge: Merge,
         finish: Finish,
     ) {
+        if parts.is_empty() {
+            // Nothing to ask (an argument error found while splitting): merge nothing.
+            let frame = merge.merge(Vec::new());
+            return self.push_done(encode(&frame, self.client.version));
+        }
         let seq = self.next_seq();
         let n = parts.len();
         self.meter.fanout(seq, n);

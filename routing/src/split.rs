@@ -75,6 +75,24 @@ pub enum Merge {
     /// A command whose options the proxy could not read, sent to one node in a read-only form
     /// to get Redis's own error: that error, or `ERR syntax error` if the node took it.
     InvalidOptions,
+    /// BITOP: part `i` is `GET key_i`; the result of the operation over the values (a missing
+    /// key is an empty string; shorter values are padded with zero bytes).
+    Bitop(BitOp),
+    /// No part is sent: the command is answered with this error, as Redis would answer it.
+    Refuse(&'static str),
+}
+
+/// The operation of BITOP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitOp {
+    /// AND.
+    And,
+    /// OR.
+    Or,
+    /// XOR.
+    Xor,
+    /// NOT (one source).
+    Not,
 }
 
 /// AGGREGATE of ZUNIONSTORE / ZINTERSTORE: how a member's weighted scores combine.
@@ -119,8 +137,19 @@ pub struct Destination {
     pub slot: Slot,
     /// The destination key.
     pub key: Bytes,
-    /// A sorted set (the merged reply is `[member, score, ...]`), else a set.
-    pub sorted: bool,
+    /// What is written there.
+    pub kind: Written,
+}
+
+/// The type of a STORE form's result, and the shape of its merged reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// A set: the merged reply is its members.
+    Set,
+    /// A sorted set: the merged reply is `[member, score, ...]`.
+    SortedSet,
+    /// A string (BITOP): the merged reply is its value.
+    String,
 }
 
 /// Splits MGET, MSET, DEL, UNLINK, EXISTS, TOUCH, SUNION, SINTER, SDIFF (and their STORE
@@ -142,6 +171,7 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         "zunionstore" => return split_scored(req, SetOp::Union),
         "zinterstore" => return split_scored(req, SetOp::Inter),
         "zdiffstore" => return split_scored(req, SetOp::Diff),
+        "bitop" => return split_bitop(req),
         "zintercard" => return split_intercard(req, true),
         _ => {}
     }
@@ -255,7 +285,7 @@ fn split_sets(req: &Request, op: SetOp, store: bool) -> Option<Split> {
             Some(Destination {
                 slot: Slot::for_key(dst),
                 key: Bytes::copy_from_slice(dst),
-                sorted: false,
+                kind: Written::Set,
             })
         }
         false => None,
@@ -412,7 +442,7 @@ fn split_scored(req: &Request, op: SetOp) -> Option<Split> {
         store: Some(Destination {
             slot,
             key: Bytes::copy_from_slice(dst),
-            sorted: true,
+            kind: Written::SortedSet,
         }),
     })
 }
@@ -447,6 +477,48 @@ fn scored_options(op: SetOp, options: &[&[u8]], n: usize) -> Option<(Vec<f64>, A
         }
     }
     Some((weights, aggregate))
+}
+
+/// BITOP `op dst key...`: each source read with GET, the operation done by the proxy.
+fn split_bitop(req: &Request) -> Option<Split> {
+    let args: Vec<&[u8]> = req.args().collect();
+    let dst = *args.get(2)?;
+    let sources = args.get(3..)?;
+    let refuse = |why| Split {
+        parts: Vec::new(),
+        merge: Merge::Refuse(why),
+        store: None,
+    };
+    let op = match args.get(1)?.to_ascii_lowercase().as_slice() {
+        b"and" => BitOp::And,
+        b"or" => BitOp::Or,
+        b"xor" => BitOp::Xor,
+        b"not" => BitOp::Not,
+        _ => return Some(refuse("ERR syntax error")),
+    };
+    if op == BitOp::Not && sources.len() != 1 {
+        return Some(refuse(
+            "ERR BITOP NOT must be called with a single source key.",
+        ));
+    }
+    let parts = sources
+        .iter()
+        .map(|&key| {
+            (
+                Slot::for_key(key),
+                Request::from_args([b"GET".as_slice(), key]),
+            )
+        })
+        .collect();
+    Some(Split {
+        parts,
+        merge: Merge::Bitop(op),
+        store: Some(Destination {
+            slot: Slot::for_key(dst),
+            key: Bytes::copy_from_slice(dst),
+            kind: Written::String,
+        }),
+    })
 }
 
 enum MergeKind {
@@ -671,6 +743,8 @@ impl Merge {
                 aggregate,
             } => merge_scored(*op, weights, *aggregate, replies),
             Merge::InvalidOptions => Frame::Error(Bytes::from_static(b"ERR syntax error")),
+            Merge::Refuse(why) => Frame::Error(Bytes::from_static(why.as_bytes())),
+            Merge::Bitop(op) => merge_bitop(*op, replies),
             Merge::InterCard { limit } => match merge_sets(SetOp::Inter, replies) {
                 Frame::Array(members) | Frame::Set(members) => {
                     let n = members.len() as u64;
@@ -822,6 +896,34 @@ fn merge_scored(op: SetOp, weights: &[f64], aggregate: Aggregate, replies: Vec<F
             })
             .collect(),
     )
+}
+
+/// BITOP over the sources' values, as Redis computes it: the result is as long as the longest
+/// value, the others count as zero bytes beyond their end.
+fn merge_bitop(op: BitOp, replies: Vec<Frame>) -> Frame {
+    let mut values = Vec::with_capacity(replies.len());
+    for reply in replies {
+        match reply {
+            Frame::Bulk(v) => values.push(v),
+            Frame::Null => values.push(Bytes::new()),
+            _ => return unexpected("a string"),
+        }
+    }
+    let len = values.iter().map(Bytes::len).max().unwrap_or(0);
+    let byte = |v: &Bytes, i: usize| v.get(i).copied().unwrap_or(0);
+    let result: Vec<u8> = (0..len)
+        .map(|i| {
+            let mut bytes = values.iter().map(|v| byte(v, i));
+            let first = bytes.next().unwrap_or(0);
+            match op {
+                BitOp::And => bytes.fold(first, |acc, b| acc & b),
+                BitOp::Or => bytes.fold(first, |acc, b| acc | b),
+                BitOp::Xor => bytes.fold(first, |acc, b| acc ^ b),
+                BitOp::Not => !first,
+            }
+        })
+        .collect();
+    Frame::Bulk(Bytes::from(result))
 }
 
 /// `ZUNION ... WITHSCORES` as pairs: RESP2 `[member, score, ...]` (scores as strings), RESP3
@@ -1042,7 +1144,13 @@ mod tests {
                 vec!["ZUNION", "1", "bar", "WITHSCORES"]
             ]
         );
-        assert!(matches!(s.store, Some(Destination { sorted: true, .. })));
+        assert!(matches!(
+            s.store,
+            Some(Destination {
+                kind: Written::SortedSet,
+                ..
+            })
+        ));
         let b = |s: &str| Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()));
         // RESP2 (flat, string scores) and RESP3 (pairs, doubles) replies.
         let foo = Frame::Array(vec![b("a"), b("1"), b("b"), b("0")]);
@@ -1102,6 +1210,54 @@ mod tests {
     }
 
     #[test]
+    fn bitop_reads_each_source_and_pads_with_zero_bytes() {
+        let s = split("bitop", &req(&["BITOP", "OR", "d", "foo", "bar"])).unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["GET", "foo"], vec!["GET", "bar"]]);
+        assert!(matches!(
+            s.store,
+            Some(Destination {
+                kind: Written::String,
+                ..
+            })
+        ));
+        let v = |b: &'static [u8]| Frame::Bulk(Bytes::from_static(b));
+        let merge = |op, replies| Merge::Bitop(op).merge(replies);
+        assert_eq!(
+            merge(BitOp::Or, vec![v(b"\x01\x02"), v(b"\x10")]),
+            v(b"\x11\x02")
+        );
+        assert_eq!(
+            merge(BitOp::And, vec![v(b"\xff\xff"), v(b"\x0f")]),
+            v(b"\x0f\x00")
+        );
+        assert_eq!(
+            merge(BitOp::Xor, vec![v(b"\xff"), Frame::Null, v(b"\x0f")]),
+            v(b"\xf0")
+        );
+        assert_eq!(merge(BitOp::Not, vec![v(b"\x0f")]), v(b"\xf0"));
+        assert_eq!(merge(BitOp::And, vec![Frame::Null, Frame::Null]), v(b""));
+        // Argument errors are answered without asking a node, in Redis's words.
+        for (cmd, why) in [
+            (
+                &["BITOP", "NAND", "d", "foo", "bar"][..],
+                "ERR syntax error",
+            ),
+            (
+                &["BITOP", "NOT", "d", "foo", "bar"][..],
+                "ERR BITOP NOT must be called with a single source key.",
+            ),
+        ] {
+            let s = split("bitop", &req(cmd)).unwrap();
+            assert!(s.parts.is_empty());
+            assert_eq!(
+                s.merge.merge(vec![]),
+                Frame::Error(Bytes::from_static(why.as_bytes()))
+            );
+        }
+    }
+
+    #[test]
     fn store_forms_read_the_sources_then_name_the_destination() {
         // Sources in one slot, the destination in another: still split (one part).
         let s = split(
@@ -1116,7 +1272,7 @@ mod tests {
             Some(Destination {
                 slot: Slot::for_key(b"bar"),
                 key: Bytes::from_static(b"bar"),
-                sorted: false
+                kind: Written::Set
             })
         );
         let s = split("sdiffstore", &req(&["SDIFFSTORE", "d", "foo", "bar"])).unwrap();
