@@ -7,6 +7,8 @@ redis-server that ran the same commands.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import random
 
 import threading
 import time
@@ -190,6 +192,37 @@ def test_bitop_across_slots_matches_a_single_node(proxy, standalone, cluster, cl
     assert node.get(dst) == bytes([0x61 | 0x01]) + b"bcdef\x00\xff\r\n"
 
 
+def test_pfcount_across_slots_matches_a_single_node(proxy, standalone, cluster, clean):
+    keys = spread_keys(cluster, "hll", per_master=2)
+    sizes = [1, 40, 3000, 20000, 0, 100_000]  # sparse and dense encodings
+    rng = random.Random(11)
+    clients = (proxy.client(decode_responses=False), standalone.client(decode_responses=False))
+    for key, n in zip(keys, sizes):
+        elements = [f"e{rng.randrange(10**9)}" for _ in range(n)]
+        for c in clients:
+            c.pfadd(key)
+            for i in range(0, n, 5000):
+                c.pfadd(key, *elements[i:i + 5000])
+    assert {clients[0].get(k)[4] for k in keys} == {0, 1}  # both encodings are involved
+    combos = [list(c) for r in (2, 3, 6) for c in itertools.combinations(keys, r)]
+    combos += [[keys[0], "hll:missing"], ["hll:missing", "hll:missing2"], [*keys, keys[2]]]
+    ours = [clients[0].pfcount(*combo) for combo in combos]
+    theirs = [clients[1].pfcount(*combo) for combo in combos]
+    assert ours == theirs
+    assert max(ours) > 100_000
+    # Errors in key order, in Redis's words.
+    for c in clients:
+        c.set("hll:str", "not an hll")
+        c.sadd("hll:set", "x")
+    for combo in ([keys[3], "hll:str"], ["hll:str", "hll:set"], ["hll:set", "hll:str"]):
+        replies = []
+        for c in clients:
+            with pytest.raises(redis.ResponseError) as e:
+                c.pfcount(*combo)
+            replies.append(str(e.value))
+        assert replies[0] == replies[1], combo
+
+
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
     c = proxy.client()
     keys = [f"celery-task-meta-{i}" for i in range(2000)]
@@ -205,8 +238,8 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
     for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
-                ["RENAME", "src", "other"], ["ZUNION", "2", "src", "dst"],
-                ["PFMERGE", "a", "b"], ["PFCOUNT", "a", "b"], ["COPY", "src", "copy"]):
+                ["RENAME", "src", "other"], ["ZINTER", "2", "src", "dst"],
+                ["PFMERGE", "a", "b"], ["ZUNION", "2", "src", "dst"], ["COPY", "src", "copy"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)
     assert c.smembers("src") == {"m"} and c.smembers("dst") == {"n"}

@@ -11,6 +11,7 @@
 //! - [`Redirect`]: a parsed `MOVED` / `ASK` error.
 //! - [`names`]: key names as stored (co-location hash tags, namespaced databases).
 //! - [`split`]: multi-key commands split by slot, and the [`split::Merge`] of their replies.
+//! - [`hll`]: HyperLogLog registers, for PFCOUNT over several slots.
 //!
 //! ```text
 //! Request ─▶ command::lookup ─▶ CommandSpec ─▶ keys::for_each_key ─▶ Slot::for_key ─▶ SlotMap::shard_for
@@ -19,6 +20,7 @@
 pub mod command;
 mod command_table;
 pub mod glob;
+pub mod hll;
 pub mod keys;
 pub mod names;
 mod redirect;

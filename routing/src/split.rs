@@ -80,6 +80,9 @@ pub enum Merge {
     Bitop(BitOp),
     /// No part is sent: the command is answered with this error, as Redis would answer it.
     Refuse(&'static str),
+    /// PFCOUNT: part `i` is `GET key_i`; the cardinality of the union of the HyperLogLogs
+    /// ([`crate::hll`]). Errors are reported in key order, as Redis checks the keys.
+    PfCount,
 }
 
 /// The operation of BITOP.
@@ -172,6 +175,7 @@ pub fn split(name: &str, req: &Request) -> Option<Split> {
         "zinterstore" => return split_scored(req, SetOp::Inter),
         "zdiffstore" => return split_scored(req, SetOp::Diff),
         "bitop" => return split_bitop(req),
+        "pfcount" => return split_pfcount(req),
         "zintercard" => return split_intercard(req, true),
         _ => {}
     }
@@ -479,6 +483,29 @@ fn scored_options(op: SetOp, options: &[&[u8]], n: usize) -> Option<(Vec<f64>, A
     Some((weights, aggregate))
 }
 
+/// PFCOUNT `key...` over several slots: each key's raw value read with GET.
+fn split_pfcount(req: &Request) -> Option<Split> {
+    let keys: Vec<&[u8]> = req.args().skip(1).collect();
+    let first = Slot::for_key(keys.first()?);
+    if keys.iter().all(|k| Slot::for_key(k) == first) {
+        return None;
+    }
+    let parts = keys
+        .iter()
+        .map(|&key| {
+            (
+                Slot::for_key(key),
+                Request::from_args([b"GET".as_slice(), key]),
+            )
+        })
+        .collect();
+    Some(Split {
+        parts,
+        merge: Merge::PfCount,
+        store: None,
+    })
+}
+
 /// BITOP `op dst key...`: each source read with GET, the operation done by the proxy.
 fn split_bitop(req: &Request) -> Option<Split> {
     let args: Vec<&[u8]> = req.args().collect();
@@ -534,6 +561,9 @@ impl Merge {
     /// result (the first one, in part order). A reply of an unexpected shape becomes an error
     /// that says so, never a guess.
     pub fn merge(&self, replies: Vec<Frame>) -> Frame {
+        if *self == Merge::PfCount {
+            return merge_pfcount(replies);
+        }
         if let Some(err) = replies.iter().find(|f| matches!(f, Frame::Error(_))) {
             return err.clone();
         }
@@ -744,6 +774,7 @@ impl Merge {
             } => merge_scored(*op, weights, *aggregate, replies),
             Merge::InvalidOptions => Frame::Error(Bytes::from_static(b"ERR syntax error")),
             Merge::Refuse(why) => Frame::Error(Bytes::from_static(why.as_bytes())),
+            Merge::PfCount => merge_pfcount(replies),
             Merge::Bitop(op) => merge_bitop(*op, replies),
             Merge::InterCard { limit } => match merge_sets(SetOp::Inter, replies) {
                 Frame::Array(members) | Frame::Set(members) => {
@@ -896,6 +927,25 @@ fn merge_scored(op: SetOp, weights: &[f64], aggregate: Aggregate, replies: Vec<F
             })
             .collect(),
     )
+}
+
+/// PFCOUNT over several keys, as Redis's `pfcountCommand` does it: a missing key is an empty
+/// HyperLogLog, the first key that is not one (in key order) is the error.
+fn merge_pfcount(replies: Vec<Frame>) -> Frame {
+    let mut max = Box::new([0u8; crate::hll::REGISTERS]);
+    for reply in replies {
+        match reply {
+            Frame::Null => {}
+            Frame::Bulk(value) => {
+                if let Err(e) = crate::hll::merge_max(&mut max, &value) {
+                    return Frame::Error(Bytes::from_static(e.message().as_bytes()));
+                }
+            }
+            err @ Frame::Error(_) => return err,
+            _ => return unexpected("a string"),
+        }
+    }
+    Frame::Integer(crate::hll::count(&max) as i64)
 }
 
 /// BITOP over the sources' values, as Redis computes it: the result is as long as the longest
@@ -1255,6 +1305,32 @@ mod tests {
                 Frame::Error(Bytes::from_static(why.as_bytes()))
             );
         }
+    }
+
+    #[test]
+    fn pfcount_reads_raw_values_and_reports_errors_in_key_order() {
+        let s = split("pfcount", &req(&["PFCOUNT", "foo", "bar"])).unwrap();
+        let parts: Vec<Vec<String>> = s.parts.iter().map(|(_, r)| args(r)).collect();
+        assert_eq!(parts, vec![vec!["GET", "foo"], vec!["GET", "bar"]]);
+        assert!(split("pfcount", &req(&["PFCOUNT", "{a}1", "{a}2"])).is_none());
+        let empty_sparse = Frame::Bulk(Bytes::from_static(
+            b"HYLL\x01\0\0\0\0\0\0\0\0\0\0\0\x7f\xff",
+        ));
+        assert_eq!(
+            s.merge.merge(vec![empty_sparse, Frame::Null]),
+            Frame::Integer(0)
+        );
+        let wrongtype = Frame::Error(Bytes::from_static(b"WRONGTYPE Operation against a key"));
+        let not_hll = Frame::Bulk(Bytes::from_static(b"hello"));
+        let first = |f: Frame| match f {
+            Frame::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            first(s.merge.merge(vec![not_hll.clone(), wrongtype.clone()]))
+                .contains("not a valid HyperLogLog")
+        );
+        assert!(first(s.merge.merge(vec![wrongtype, not_hll])).starts_with("WRONGTYPE Operation"));
     }
 
     #[test]
