@@ -223,6 +223,59 @@ def test_pfcount_across_slots_matches_a_single_node(proxy, standalone, cluster, 
         assert replies[0] == replies[1], combo
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_rename_and_copy_across_slots_match_a_single_node(proxy, standalone, cluster, clean, protocol):
+    k = spread_keys(cluster, "ren", per_master=3)
+    script = [
+        ["SET", k[0], "1"], ["RPUSH", k[1], "x", "y"], ["HSET", k[2], "f", "v"],
+        ["SET", k[3], "with ttl", "EX", "1000"], ["SET", k[4], "old"], ["ZADD", k[5], "1.5", "m"],
+        ["RENAME", k[0], k[4]], ["GET", k[4]], ["EXISTS", k[0]],
+        ["RENAME", "ren:missing", k[6]], ["RENAMENX", "ren:missing", k[6]],
+        ["RENAMENX", k[1], k[2]], ["RENAMENX", k[1], k[6]], ["LRANGE", k[6], "0", "-1"], ["EXISTS", k[1]],
+        ["RENAME", k[3], k[7]], ["EXISTS", k[3]], ["GET", k[7]],
+        ["COPY", k[2], k[8]], ["HGETALL", k[8]], ["HGETALL", k[2]],
+        ["COPY", k[2], k[4]], ["GET", k[4]], ["COPY", k[2], k[4], "REPLACE"], ["TYPE", k[4]],
+        ["COPY", "ren:missing", k[0]], ["COPY", k[5], k[0], "DB", "0"], ["ZSCORE", k[0], "m"],
+        ["COPY", k[2], k[1], "FOO"], ["COPY", k[2], k[1], "DB", "x"], ["COPY", k[2], k[1], "DB"],
+        ["RENAME", k[5], k[4]], ["ZRANGE", k[4], "0", "-1", "WITHSCORES"], ["EXISTS", k[5]],
+    ]
+    compare(proxy, standalone, script, protocol)
+    # The TTL moved with the value; the value is on the destination's master, the source gone
+    # from its own.
+    ttl = proxy.client().ttl(k[7])
+    assert 990 < ttl <= 1000
+    assert cluster.node_client(cluster.node_for_key(k[7])).get(k[7]) == "with ttl"
+    assert cluster.node_client(cluster.node_for_key(k[3])).exists(k[3]) == 0
+
+
+def test_rename_swap_pattern_never_shows_a_missing_key(proxy, cluster, clean):
+    """Build a new value under a temporary name, then RENAME it into place: readers of the
+    live key see the old or the new value, never a missing key (as on one node)."""
+    c = proxy.client()
+    live, tmp = "swap:live", "swap:tmp"
+    assert cluster.keyslot(live) != cluster.keyslot(tmp)
+    c.set(live, "v0")
+    seen, stop = set(), threading.Event()
+
+    def reader():
+        r = proxy.client()
+        while not stop.is_set():
+            seen.add(r.get(live))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(1, 200):
+            c.set(tmp, f"v{i}")
+            assert c.rename(tmp, live) is True
+            assert c.exists(tmp) == 0
+    finally:
+        stop.set()
+        t.join()
+    assert None not in seen and len(seen) > 1
+    assert c.get(live) == "v199"
+
+
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
     c = proxy.client()
     keys = [f"celery-task-meta-{i}" for i in range(2000)]
@@ -238,12 +291,12 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
     for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
-                ["RENAME", "src", "other"], ["ZINTER", "2", "src", "dst"],
-                ["PFMERGE", "a", "b"], ["ZUNION", "2", "src", "dst"], ["COPY", "src", "copy"]):
+                ["ZINTER", "2", "src", "dst"], ["PFMERGE", "a", "b"], ["ZUNION", "2", "src", "dst"],
+                ["LCS", "src", "dst"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)
     assert c.smembers("src") == {"m"} and c.smembers("dst") == {"n"}
-    assert c.exists("a1", "b1", "other", "copy") == 0
+    assert c.exists("a1", "b1") == 0
     # The same commands within one slot run natively.
     c.sadd("{t}src", "m")
     assert c.smove("{t}src", "{t}dst", "m") is True

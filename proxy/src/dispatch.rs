@@ -94,6 +94,8 @@ pub enum Plan {
     MultiPop,
     /// LMOVE, BLMOVE, RPOPLPUSH, BRPOPLPUSH between keys of two slots (see `session::lmove`).
     Move,
+    /// RENAME, RENAMENX, COPY between keys of two slots (see `session::rename`).
+    Rename,
     /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
     BlockingRead,
     /// PUBLISH: sent to the first master (where every Slotway instance subscribes its
@@ -294,6 +296,9 @@ pub fn plan(
         KeySlot::Many if matches!(spec.name, "lmove" | "blmove" | "rpoplpush" | "brpoplpush") => {
             return Ok(Plan::Move);
         }
+        KeySlot::Many if matches!(spec.name, "rename" | "renamenx" | "copy") => {
+            return Ok(Plan::Rename);
+        }
         KeySlot::Many if matches!(spec.name, "xread" | "xreadgroup") && has_block(req) => {
             return Ok(Plan::BlockingRead);
         }
@@ -486,6 +491,13 @@ mod tests {
             plan_of(&["BRPOPLPUSH", "a", "b", "0"]),
             Ok(Plan::Move)
         ));
+        for cmd in [
+            &["RENAME", "a", "b"][..],
+            &["RENAMENX", "a", "b"],
+            &["COPY", "a", "b"],
+        ] {
+            assert!(matches!(plan_of(cmd), Ok(Plan::Rename)), "{cmd:?}");
+        }
         assert!(matches!(
             plan_of(&["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$"]),
             Ok(Plan::BlockingRead)

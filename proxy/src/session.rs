@@ -46,6 +46,7 @@ use crate::transaction::{self, GroupOutcome};
 
 mod lmove;
 mod pop;
+mod rename;
 mod shard;
 mod store;
 mod wait;
@@ -73,6 +74,8 @@ enum Entry {
     Pop(Box<pop::Pop>),
     /// A list move between keys of two slots.
     Move(Box<lmove::Move>),
+    /// A rename or copy between keys of two slots.
+    Rename(Box<rename::Rename>),
     /// XREAD / XREADGROUP with BLOCK over streams of several slots.
     Read(Box<xread::Read>),
     /// A request that must wait for everything before it (see [`Entry::holds_pipeline`]):
@@ -227,6 +230,7 @@ enum Later {
     Blocking(Pending),
     Pop(pop::Pop),
     Move(lmove::Move),
+    Rename(rename::Rename),
     Read(xread::Read),
     /// WAIT: the client's writes before it are done by then.
     Wait(Request),
@@ -242,7 +246,11 @@ impl Entry {
     fn holds_pipeline(&self) -> bool {
         match self {
             Entry::Waiting(p) => matches!(p.target, Target::Blocking(_)),
-            Entry::Pop(_) | Entry::Move(_) | Entry::Read(_) | Entry::Later(_) => true,
+            Entry::Pop(_)
+            | Entry::Move(_)
+            | Entry::Rename(_)
+            | Entry::Read(_)
+            | Entry::Later(_) => true,
             _ => false,
         }
     }
@@ -569,6 +577,12 @@ impl Session {
                 Ok(m) => self.later(Later::Move(m)),
                 Err(e) => self.fail_new(e),
             },
+            Plan::Rename => {
+                match rename::Rename::parse(spec.map_or("", |s| s.name), &req, self.client.db) {
+                    Ok(r) => self.later(Later::Rename(r)),
+                    Err(e) => self.fail_new(e),
+                }
+            }
             Plan::MultiPop => match pop::Pop::parse(spec.map_or("", |s| s.name), &req) {
                 Ok(pop) => self.later(Later::Pop(pop)),
                 Err(e) => self.fail_new(e),
@@ -606,6 +620,10 @@ impl Session {
             }
             Later::Move(m) => {
                 self.queue.push_front(Entry::Move(Box::new(m)));
+                self.send(seq, 0, None);
+            }
+            Later::Rename(r) => {
+                self.queue.push_front(Entry::Rename(Box::new(r)));
                 self.send(seq, 0, None);
             }
             Later::Read(read) => {
@@ -651,6 +669,7 @@ impl Session {
         match self.queue.get_mut(idx)? {
             Entry::Waiting(p) if part == 0 => Some(p),
             Entry::Move(m) if part == 0 => Some(m.pending()),
+            Entry::Rename(r) if part == 0 => Some(r.pending()),
             Entry::Read(r) => r.pending(part),
             Entry::Gather(g) => match g.parts.get_mut(part as usize)? {
                 (p, None) => Some(p),
@@ -965,6 +984,7 @@ impl Session {
             Entry::Exec(_) => self.exec_group_done(seq, idx, part, reply),
             Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
             Entry::Move(_) => self.move_done(seq, idx, reply),
+            Entry::Rename(_) => self.rename_done(seq, idx, reply),
             Entry::Read(_) => self.read_part_done(seq, idx, part, reply),
             Entry::Done(_)
             | Entry::Subscribe(..)
@@ -1445,7 +1465,7 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::BlockingRead) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::BlockingRead) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),
