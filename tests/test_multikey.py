@@ -276,6 +276,46 @@ def test_rename_swap_pattern_never_shows_a_missing_key(proxy, cluster, clean):
     assert c.get(live) == "v199"
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_smove_across_slots_matches_a_single_node(proxy, standalone, cluster, clean, protocol):
+    k = spread_keys(cluster, "smv", per_master=1)
+    src, dst, other = k
+    script = [
+        ["SET", other, "a string"], ["SADD", src, "a", "b"], ["SADD", dst, "c"],
+        ["SMOVE", "smv:missing", other, "a"], ["SMOVE", src, other, "zz"], ["SMOVE", src, other, "a"],
+        ["SMEMBERS", src], ["SMOVE", other, src, "a"], ["SMOVE", src, dst, "zz"],
+        ["SMOVE", src, dst, "a"], ["SMEMBERS", dst], ["SMEMBERS", src],
+        ["SMOVE", src, "smv:new", "b"], ["EXISTS", src], ["SMEMBERS", "smv:new"],
+    ]
+    compare(proxy, standalone, script, protocol, sort={6, 10, 11, 14})
+
+
+def test_smove_across_slots_under_concurrency_loses_and_duplicates_nothing(proxy, cluster, clean):
+    a, b = "smv:left", "smv:right"
+    assert cluster.keyslot(a) != cluster.keyslot(b)
+    members = [f"m{i}" for i in range(200)]
+    proxy.client().sadd(a, *members)
+    moved = []
+
+    def mover(src, dst):
+        c = proxy.client()
+        n = 0
+        for m in members:
+            n += c.smove(src, dst, m)
+        moved.append(n)
+
+    threads = [threading.Thread(target=mover, args=args) for args in [(a, b), (b, a), (a, b)]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    c = proxy.client()
+    left, right = c.smembers(a), c.smembers(b)
+    assert not left & right
+    assert left | right == set(members)
+    assert sum(moved) >= len(members)
+
+
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
     c = proxy.client()
     keys = [f"celery-task-meta-{i}" for i in range(2000)]
@@ -290,7 +330,7 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("src", "m")
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
-    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SMOVE", "src", "dst", "m"],
+    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["ZRANGESTORE", "dst", "src", "0", "-1"],
                 ["ZINTER", "2", "src", "dst"], ["PFMERGE", "a", "b"], ["ZUNION", "2", "src", "dst"],
                 ["LCS", "src", "dst"]):
         with pytest.raises(redis.ResponseError, match="same slot"):

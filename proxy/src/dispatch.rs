@@ -96,6 +96,8 @@ pub enum Plan {
     Move,
     /// RENAME, RENAMENX, COPY between keys of two slots (see `session::rename`).
     Rename,
+    /// SMOVE between sets of two slots (see `session::smove`).
+    SetMove,
     /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
     BlockingRead,
     /// PUBLISH: sent to the first master (where every Slotway instance subscribes its
@@ -299,6 +301,7 @@ pub fn plan(
         KeySlot::Many if matches!(spec.name, "rename" | "renamenx" | "copy") => {
             return Ok(Plan::Rename);
         }
+        KeySlot::Many if spec.name == "smove" => return Ok(Plan::SetMove),
         KeySlot::Many if matches!(spec.name, "xread" | "xreadgroup") && has_block(req) => {
             return Ok(Plan::BlockingRead);
         }
@@ -517,7 +520,11 @@ mod tests {
         ));
         assert!(matches!(
             plan_of(&["SMOVE", "a", "b", "m"]),
-            Err(ProxyError::CrossSlot("smove"))
+            Ok(Plan::SetMove)
+        ));
+        assert!(matches!(
+            plan_of(&["PFMERGE", "a", "b"]),
+            Err(ProxyError::CrossSlot("pfmerge"))
         ));
         assert!(matches!(
             plan_of(&["MSETNX", "a", "1", "b", "2"]),

@@ -48,6 +48,7 @@ mod lmove;
 mod pop;
 mod rename;
 mod shard;
+mod smove;
 mod store;
 mod wait;
 mod xread;
@@ -76,6 +77,8 @@ enum Entry {
     Move(Box<lmove::Move>),
     /// A rename or copy between keys of two slots.
     Rename(Box<rename::Rename>),
+    /// An SMOVE between sets of two slots.
+    SetMove(Box<smove::SetMove>),
     /// XREAD / XREADGROUP with BLOCK over streams of several slots.
     Read(Box<xread::Read>),
     /// A request that must wait for everything before it (see [`Entry::holds_pipeline`]):
@@ -231,6 +234,7 @@ enum Later {
     Pop(pop::Pop),
     Move(lmove::Move),
     Rename(rename::Rename),
+    SetMove(smove::SetMove),
     Read(xread::Read),
     /// WAIT: the client's writes before it are done by then.
     Wait(Request),
@@ -249,6 +253,7 @@ impl Entry {
             Entry::Pop(_)
             | Entry::Move(_)
             | Entry::Rename(_)
+            | Entry::SetMove(_)
             | Entry::Read(_)
             | Entry::Later(_) => true,
             _ => false,
@@ -577,6 +582,7 @@ impl Session {
                 Ok(m) => self.later(Later::Move(m)),
                 Err(e) => self.fail_new(e),
             },
+            Plan::SetMove => self.later(Later::SetMove(smove::SetMove::parse(&req))),
             Plan::Rename => {
                 match rename::Rename::parse(spec.map_or("", |s| s.name), &req, self.client.db) {
                     Ok(r) => self.later(Later::Rename(r)),
@@ -626,6 +632,10 @@ impl Session {
                 self.queue.push_front(Entry::Rename(Box::new(r)));
                 self.send(seq, 0, None);
             }
+            Later::SetMove(m) => {
+                self.queue.push_front(Entry::SetMove(Box::new(m)));
+                self.send(seq, 0, None);
+            }
             Later::Read(read) => {
                 self.queue.push_front(Entry::Read(Box::new(read)));
                 self.read_begin(seq);
@@ -670,6 +680,7 @@ impl Session {
             Entry::Waiting(p) if part == 0 => Some(p),
             Entry::Move(m) if part == 0 => Some(m.pending()),
             Entry::Rename(r) if part == 0 => Some(r.pending()),
+            Entry::SetMove(m) if part == 0 => Some(m.pending()),
             Entry::Read(r) => r.pending(part),
             Entry::Gather(g) => match g.parts.get_mut(part as usize)? {
                 (p, None) => Some(p),
@@ -985,6 +996,7 @@ impl Session {
             Entry::Pop(_) => self.pop_part_done(seq, idx, part, reply),
             Entry::Move(_) => self.move_done(seq, idx, reply),
             Entry::Rename(_) => self.rename_done(seq, idx, reply),
+            Entry::SetMove(_) => self.smove_done(seq, idx, reply),
             Entry::Read(_) => self.read_part_done(seq, idx, part, reply),
             Entry::Done(_)
             | Entry::Subscribe(..)
@@ -1465,7 +1477,7 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::BlockingRead) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::SetMove | Plan::BlockingRead) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),

@@ -1,0 +1,149 @@
+//! SMOVE whose source and destination are in different slots.
+//!
+//! One node moves the member atomically; across slots the proxy does it in steps that give
+//! Redis's answers, errors included:
+//!
+//! | stage  | sends (to)                                         | next |
+//! |--------|----------------------------------------------------|------|
+//! | take   | `EXISTS src` and `SREM src member`, pipelined (source's node) | error (WRONGTYPE): it; no source: 0; removed: add; not a member: check |
+//! | add    | `SADD dst member` (destination's node)             | done: 1; error (WRONGTYPE): put the member back, answer the error |
+//! | check  | `TYPE dst` (destination's node)                    | neither set nor none: WRONGTYPE (Redis checks the destination's type first); else 0 |
+//!
+//! As with LMOVE across slots, the member is never in both sets and, unless the proxy dies
+//! between the steps, never lost; for that moment it is in neither.
+
+use bytes::{Bytes, BytesMut};
+use protocol::{Frame, Request};
+use routing::Slot;
+
+use super::pop::{decode, send_and_forget};
+use super::{encode, Entry, Pending, Session};
+use crate::dispatch::Target;
+
+const WRONGTYPE: &[u8] = b"WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// A cross-slot SMOVE in progress.
+#[derive(Debug)]
+pub(super) struct SetMove {
+    src: Bytes,
+    dst: Bytes,
+    member: Bytes,
+    stage: Stage,
+    pending: Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Take,
+    Add,
+    Check,
+}
+
+// === impl SetMove ===
+
+impl SetMove {
+    /// Reads an SMOVE whose (stored) keys span slots.
+    pub(super) fn parse(req: &Request) -> SetMove {
+        let arg = |i| req.arg_bytes(i).unwrap_or_default();
+        let (src, dst, member) = (arg(1), arg(2), arg(3));
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(Request::from_args([b"EXISTS".as_slice(), &src]).raw());
+        let srem = Request::from_args([b"SREM".as_slice(), &src, &member]);
+        payload.extend_from_slice(srem.raw());
+        let mut pending = Pending::new(srem, Target::Slot(Slot::for_key(&src)));
+        pending.payload = Some((payload.freeze(), 2));
+        SetMove {
+            src,
+            dst,
+            member,
+            stage: Stage::Take,
+            pending,
+        }
+    }
+
+    /// The pending request of this move, while it waits for its reply.
+    pub(super) fn pending(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+
+    /// Goes on to `stage` with `req` to the destination's node.
+    fn next(&mut self, stage: Stage, req: Request) {
+        self.pending = Pending::new(req, Target::Slot(Slot::for_key(&self.dst)));
+        self.stage = stage;
+    }
+}
+
+// === impl Session: cross-slot SMOVE ===
+
+impl Session {
+    /// The reply to the current stage of the SMOVE at queue position `idx`.
+    pub(super) fn smove_done(&mut self, seq: u64, idx: usize, raw: Bytes) {
+        let Some(Entry::SetMove(m)) = self.queue.get_mut(idx) else {
+            return;
+        };
+        let answer = match m.stage {
+            Stage::Take => match take_reply(&raw) {
+                Err(e) => e,
+                Ok((false, _)) => Frame::Integer(0),
+                Ok((true, true)) => {
+                    let add = Request::from_args([b"SADD".as_slice(), &m.dst, &m.member]);
+                    m.next(Stage::Add, add);
+                    return self.send(seq, 0, None);
+                }
+                Ok((true, false)) => {
+                    let check = Request::from_args([b"TYPE".as_slice(), &m.dst]);
+                    m.next(Stage::Check, check);
+                    return self.send(seq, 0, None);
+                }
+            },
+            Stage::Add => match decode(&raw) {
+                Frame::Integer(_) => Frame::Integer(1),
+                other => {
+                    // Not added (WRONGTYPE, OOM, no owner): put the member back. A reply that
+                    // says the outcome is unknown cannot be told apart here from a refusal; SADD
+                    // is idempotent, so putting it back never loses it, at worst it is in both.
+                    let back = Request::from_args([b"SADD".as_slice(), &m.src, &m.member]);
+                    let slot = Slot::for_key(&m.src);
+                    if let Some(pool) = self.resolve(Target::Slot(slot)) {
+                        send_and_forget(&pool, self.client.version, self.client.id, back);
+                    }
+                    match other {
+                        err @ Frame::Error(_) => err,
+                        _ => unexpected(),
+                    }
+                }
+            },
+            Stage::Check => match decode(&raw) {
+                Frame::Simple(t) if t.as_ref() == b"set" || t.as_ref() == b"none" => {
+                    Frame::Integer(0)
+                }
+                Frame::Simple(_) => Frame::Error(Bytes::from_static(WRONGTYPE)),
+                err @ Frame::Error(_) => err,
+                _ => unexpected(),
+            },
+        };
+        if let Some(entry) = self.queue.get_mut(idx) {
+            *entry = Entry::Done(encode(&answer, self.client.version));
+        }
+    }
+}
+
+/// The take stage's reply: (the source exists, the member was removed), or the error.
+fn take_reply(raw: &[u8]) -> Result<(bool, bool), Frame> {
+    let mut buf = BytesMut::from(raw);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = protocol::decode(&mut buf, &protocol::Limits::default()) {
+        frames.push(f);
+    }
+    match frames.as_slice() {
+        [Frame::Integer(exists), Frame::Integer(removed)] => Ok((*exists > 0, *removed > 0)),
+        [err @ Frame::Error(_), ..] | [_, err @ Frame::Error(_)] => Err(err.clone()),
+        _ => Err(unexpected()),
+    }
+}
+
+fn unexpected() -> Frame {
+    Frame::Error(Bytes::from_static(
+        b"ERR Slotway: unexpected reply from a cluster node during a cross-slot SMOVE",
+    ))
+}
