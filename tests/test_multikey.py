@@ -316,6 +316,39 @@ def test_smove_across_slots_under_concurrency_loses_and_duplicates_nothing(proxy
     assert sum(moved) >= len(members)
 
 
+def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster, clean):
+    """A proxy whose slot map is stale: each stage of RENAME (read), SMOVE (take, two pipelined
+    commands) and SUNIONSTORE (write) meets a MOVED, follows it, and the client sees none."""
+    from test_ops import value
+    from test_sessions import move_slot
+
+    # One proxy per command: the first MOVED refreshes the whole map.
+    stale = [proxy_factory("--refresh-interval-ms", "60000", metrics=True) for _ in range(3)]
+    clients = [p.client() for p in stale]
+    assert all(c.ping() for c in clients)
+    tags = ["{mv1}", "{mv2}", "{mv3}"]
+    homes = {t: cluster.node_for_key(t) for t in tags}
+    for t in tags:
+        move_slot(cluster, cluster.keyslot(t), next(m for m in cluster.masters() if m != homes[t]))
+    try:
+        owner = {t: cluster.node_client(cluster.node_for_key(t)) for t in tags}
+        owner["{mv1}"].set("{mv1}src", "v")
+        owner["{mv2}"].sadd("{mv2}set", "m")
+        moved = [lambda p=p: value(p.metrics(), "slotway_redirects_total", kind="moved") for p in stale]
+        assert [m() for m in moved] == [0, 0, 0]
+        assert clients[0].rename("{mv1}src", "mv:renamed") is True
+        assert clients[1].smove("{mv2}set", "mv:set", "m") is True
+        assert clients[2].sunionstore("{mv3}dst", "mv:set", "mv:missing") == 1
+        assert [m() for m in moved] == [1, 1, 1]
+        c = clients[0]
+        assert c.get("mv:renamed") == "v" and c.exists("{mv1}src", "{mv2}set") == 0
+        assert owner["{mv3}"].smembers("{mv3}dst") == {"m"}
+    finally:
+        cluster.flushall()
+        for t in tags:
+            move_slot(cluster, cluster.keyslot(t), homes[t])
+
+
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
     c = proxy.client()
     keys = [f"celery-task-meta-{i}" for i in range(2000)]

@@ -5,7 +5,7 @@
 //!
 //! | stage  | sends (to)                                                     | next |
 //! |--------|----------------------------------------------------------------|------|
-//! | read   | `DUMP src` and `PTTL src`, pipelined (source's node)          | nil: `ERR no such key` (COPY: 0); else write |
+//! | read   | a script: `DUMP src` and `PTTL src` (source's node)          | nil: `ERR no such key` (COPY: 0); else write |
 //! | write  | `RESTORE dst ttl payload [REPLACE]` (destination's node)       | BUSYKEY: 0 (RENAMENX, COPY without REPLACE); COPY: 1; else remove |
 //! | remove | a script: `DEL src` if `DUMP src` is still the payload (source's node) | RENAME: OK, RENAMENX: 1 |
 //!
@@ -16,7 +16,7 @@
 //! the change had created a new source. The TTL moves with the value, less the milliseconds
 //! the copy took.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use protocol::{Frame, Request};
 use routing::Slot;
 
@@ -24,6 +24,9 @@ use super::pop::decode;
 use super::{encode, Entry, Pending, Session};
 use crate::dispatch::Target;
 use crate::error::ProxyError;
+
+/// The value and its TTL, read together.
+const READ: &[u8] = b"return {redis.call('DUMP', KEYS[1]), redis.call('PTTL', KEYS[1])}";
 
 /// Deletes the source only if it still holds what was copied.
 const REMOVE_IF_UNCHANGED: &[u8] =
@@ -114,15 +117,11 @@ fn copy_replaces(req: &Request, db: u32) -> Result<bool, ProxyError> {
     Ok(replace)
 }
 
-/// `DUMP src` and `PTTL src`, as one job (not a transaction: a redirect of the first reply
-/// is then followed like any other).
+/// The read: one script, so that the value and its TTL are read at one moment and a
+/// redirect is one reply, followed like any other.
 fn read_pending(src: &Bytes) -> Pending {
-    let dump = Request::from_args([b"DUMP".as_slice(), src]);
-    let mut payload = BytesMut::from(dump.raw().as_ref());
-    payload.extend_from_slice(Request::from_args([b"PTTL".as_slice(), src]).raw());
-    let mut p = Pending::new(dump, Target::Slot(Slot::for_key(src)));
-    p.payload = Some((payload.freeze(), 2));
-    p
+    let read = Request::from_args([b"EVAL".as_slice(), READ, b"1", src]);
+    Pending::new(read, Target::Slot(Slot::for_key(src)))
 }
 
 // === impl Session: cross-slot renames ===
@@ -198,15 +197,15 @@ fn done(command: Command) -> Frame {
 /// The read stage's reply: `None` if the source does not exist (or expired between the two
 /// reads), else its payload and PTTL (-1: none).
 fn read_reply(raw: &[u8]) -> Result<Option<(Bytes, i64)>, Frame> {
-    let mut buf = BytesMut::from(raw);
-    let mut frames = Vec::new();
-    while let Ok(Some(f)) = protocol::decode(&mut buf, &protocol::Limits::default()) {
-        frames.push(f);
-    }
-    match frames.as_slice() {
-        [Frame::Null, _] | [Frame::Bulk(_), Frame::Integer(-2)] => Ok(None),
-        [Frame::Bulk(payload), Frame::Integer(pttl)] => Ok(Some((payload.clone(), *pttl))),
-        [err @ Frame::Error(_), ..] | [_, err @ Frame::Error(_)] => Err(err.clone()),
+    match decode(raw) {
+        Frame::Array(items) => match items.as_slice() {
+            [Frame::Null, _] => Ok(None),
+            [Frame::Bulk(payload), Frame::Integer(pttl)] => Ok(Some((payload.clone(), *pttl))),
+            _ => Err(error(
+                "ERR Slotway: unexpected reply while reading the key to rename",
+            )),
+        },
+        err @ Frame::Error(_) => Err(err),
         _ => Err(error(
             "ERR Slotway: unexpected reply while reading the key to rename",
         )),

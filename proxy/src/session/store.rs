@@ -2,10 +2,11 @@
 //! keys span slots.
 //!
 //! The sources are read in parts (a `Gather`, split by `routing::split`), the proxy combines
-//! them, then writes the result to the destination's master as one
-//! `MULTI; DEL dst; SADD dst ... (or ZADD dst score member ...); EXEC`, or one `SET` for
-//! BITOP (a lone `DEL` for an empty result, which Redis stores by deleting the key), and
-//! answers the result's size once the write is done.
+//! them, then writes the result to the destination's master with one script that deletes the
+//! key and adds the members (`SADD`, or `ZADD` with scores) in chunks, or one `SET` for BITOP
+//! (a lone `DEL` for an empty result, which Redis stores by deleting the key), and answers the
+//! result's size once the write is done. One command, so a redirect is followed like any
+//! other, and atomic on its node.
 //!
 //! Like MSET across slots this is not atomic: each source is read at its own moment, and a
 //! client may see the destination before or after, never half written (the write is one
@@ -16,6 +17,12 @@ use protocol::{Frame, Limits, Request};
 use routing::split::{Destination, Written};
 
 use super::{Entry, Pending, Session};
+
+/// Replaces `KEYS[1]` with the members (or score-member pairs) in `ARGV[2..]`, added with the
+/// command `ARGV[1]` a few thousand at a time (Lua's stack limits one call's arguments).
+const REPLACE: &[u8] = b"redis.call('DEL', KEYS[1]) \
+for i = 2, #ARGV, 4000 do \
+redis.call(ARGV[1], KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end return 1";
 use crate::dispatch::{Finish, Target};
 
 impl Session {
@@ -51,31 +58,17 @@ impl Session {
                 (b"SET", value, size)
             }
         };
-        let del = Request::from_args([b"DEL".as_slice(), &dst.key]);
-        let write = Request::from_args(
-            [command, &dst.key]
-                .into_iter()
-                .chain(args.iter().map(|a| a.as_ref())),
-        );
-        let (payload, frames) = if size == 0 {
-            (del.raw().clone(), 1)
+        let args = args.iter().map(|a| a.as_ref());
+        let request = if size == 0 {
+            Request::from_args([b"DEL".as_slice(), &dst.key])
         } else if dst.kind == Written::String {
             // SET replaces any type and any TTL, as BITOP does.
-            (write.raw().clone(), 1)
+            Request::from_args([command, &dst.key].into_iter().chain(args))
         } else {
-            let mut payload = BytesMut::new();
-            for part in [
-                Request::from_args(["MULTI"]).raw(),
-                del.raw(),
-                write.raw(),
-                Request::from_args(["EXEC"]).raw(),
-            ] {
-                payload.extend_from_slice(part);
-            }
-            (payload.freeze(), 4)
+            let head = [b"EVAL".as_slice(), REPLACE, b"1", &dst.key, command];
+            Request::from_args(head.into_iter().chain(args))
         };
-        let mut write = Pending::new(del, Target::Slot(dst.slot));
-        write.payload = Some((payload, frames));
+        let write = Pending::new(request, Target::Slot(dst.slot));
         let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
             return;
         };
@@ -86,29 +79,16 @@ impl Session {
     }
 }
 
-/// The answer to a store command, from the raw reply of the destination write: the set's size
-/// if the write ran, else the first error.
+/// The answer to a store command, from the reply of the destination write: the result's
+/// size if the write ran, else its error.
 pub(super) fn stored_reply(raw: &[u8], size: usize) -> Frame {
     let mut buf = BytesMut::from(raw);
-    let mut frames = Vec::new();
-    while let Ok(Some(f)) = protocol::decode(&mut buf, &Limits::default()) {
-        frames.push(f);
-    }
-    let error = |frames: &[Frame]| {
-        frames
-            .iter()
-            .find(|f| matches!(f, Frame::Error(_)))
-            .cloned()
-    };
-    match frames.as_slice() {
-        // The lone DEL of an empty result; the SET of a string.
-        [Frame::Integer(_)] => Frame::Integer(0),
-        [Frame::Simple(_)] => Frame::Integer(size as i64),
-        [_, _, _, Frame::Array(results)] => error(results).unwrap_or(Frame::Integer(size as i64)),
-        _ => error(&frames).unwrap_or_else(|| {
-            Frame::Error(Bytes::from_static(
-                b"ERR Slotway: unexpected reply while storing the result",
-            ))
-        }),
+    match protocol::decode(&mut buf, &Limits::default()) {
+        // DEL's count, the script's 1, SET's OK.
+        Ok(Some(Frame::Integer(_) | Frame::Simple(_))) => Frame::Integer(size as i64),
+        Ok(Some(err @ Frame::Error(_))) => err,
+        _ => Frame::Error(Bytes::from_static(
+            b"ERR Slotway: unexpected reply while storing the result",
+        )),
     }
 }
