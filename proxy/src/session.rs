@@ -809,14 +809,16 @@ impl Session {
         let target = p.target;
         match reply {
             Reply::Frame(frame) => {
-                // A payload of several commands for one key (a rename's read, an SMOVE's take)
-                // is redirected as a whole when its first reply says so.
-                let first = frame
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(&frame[..], |end| &frame[..=end]);
-                if first.first() == Some(&b'-') && self.on_error_reply(seq, part, first) {
-                    return;
+                if frame.first() == Some(&b'-') {
+                    // A payload of several commands for one key (an SMOVE's take) is
+                    // redirected as a whole when its first reply says so.
+                    let first = frame
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(&frame[..], |end| &frame[..=end]);
+                    if self.on_error_reply(seq, part, first) {
+                        return;
+                    }
                 }
                 self.complete(seq, part, frame);
             }
