@@ -490,20 +490,23 @@ fn split_pfcount(req: &Request) -> Option<Split> {
     if keys.iter().all(|k| Slot::for_key(k) == first) {
         return None;
     }
-    let parts = keys
-        .iter()
+    Some(Split {
+        parts: get_each(&keys),
+        merge: Merge::PfCount,
+        store: None,
+    })
+}
+
+/// One `GET key` part per key, to the key's slot.
+fn get_each(keys: &[&[u8]]) -> Vec<(Slot, Request)> {
+    keys.iter()
         .map(|&key| {
             (
                 Slot::for_key(key),
                 Request::from_args([b"GET".as_slice(), key]),
             )
         })
-        .collect();
-    Some(Split {
-        parts,
-        merge: Merge::PfCount,
-        store: None,
-    })
+        .collect()
 }
 
 /// BITOP `op dst key...`: each source read with GET, the operation done by the proxy.
@@ -528,17 +531,8 @@ fn split_bitop(req: &Request) -> Option<Split> {
             "ERR BITOP NOT must be called with a single source key.",
         ));
     }
-    let parts = sources
-        .iter()
-        .map(|&key| {
-            (
-                Slot::for_key(key),
-                Request::from_args([b"GET".as_slice(), key]),
-            )
-        })
-        .collect();
     Some(Split {
-        parts,
+        parts: get_each(sources),
         merge: Merge::Bitop(op),
         store: Some(Destination {
             slot: Slot::for_key(dst),

@@ -131,9 +131,7 @@ impl Session {
                 let cmd: &[u8] = if m.from_left { b"LPUSH" } else { b"RPUSH" };
                 let back = Request::from_args([cmd, &m.src, &element]);
                 let slot = Slot::for_key(&m.src);
-                if let Some(pool) = self.resolve(Target::Slot(slot)) {
-                    send_and_forget(&pool, self.client.version, self.client.id, back);
-                }
+                self.put_back(slot, back);
                 match other {
                     err @ Frame::Error(_) => err,
                     _ => unexpected(),
@@ -141,6 +139,14 @@ impl Session {
             }
         };
         self.move_answer(idx, answer);
+    }
+
+    /// Sends `back`, which returns what a move took to its source in `slot`, without waiting
+    /// for its reply (the move is answered already; nobody else has the element).
+    pub(super) fn put_back(&self, slot: Slot, back: Request) {
+        if let Some(pool) = self.resolve(Target::Slot(slot)) {
+            send_and_forget(&pool, self.client.version, self.client.id, back);
+        }
     }
 
     fn move_answer(&mut self, idx: usize, frame: Frame) {
@@ -151,7 +157,7 @@ impl Session {
 }
 
 /// What the proxy's error for a request whose outcome is unknown says (`error.rs`).
-const UNKNOWN: &[u8] = b"may or may not have been applied";
+pub(super) const UNKNOWN: &[u8] = b"may or may not have been applied";
 
 fn unexpected() -> Frame {
     Frame::Error(Bytes::from_static(

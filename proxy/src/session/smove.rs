@@ -10,13 +10,16 @@
 //! | check  | `TYPE dst` (destination's node)                    | neither set nor none: WRONGTYPE (Redis checks the destination's type first); else 0 |
 //!
 //! As with LMOVE across slots, the member is never in both sets and, unless the proxy dies
-//! between the steps, never lost; for that moment it is in neither.
+//! between the steps, never lost; for that moment it is in neither. If the add's outcome is
+//! unknown (its connection died after sending), the member is not put back and the error says
+//! the command may or may not have been applied.
 
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Request};
 use routing::Slot;
 
-use super::pop::{decode, send_and_forget};
+use super::lmove::UNKNOWN;
+use super::pop::decode;
 use super::{encode, Entry, Pending, Session};
 use crate::dispatch::Target;
 
@@ -98,15 +101,16 @@ impl Session {
             },
             Stage::Add => match decode(&raw) {
                 Frame::Integer(_) => Frame::Integer(1),
+                // The add may have been applied: putting the member back could leave it in
+                // both sets. The error says so.
+                Frame::Error(e) if e.windows(UNKNOWN.len()).any(|w| w == UNKNOWN) => {
+                    Frame::Error(e)
+                }
                 other => {
-                    // Not added (WRONGTYPE, OOM, no owner): put the member back. A reply that
-                    // says the outcome is unknown cannot be told apart here from a refusal; SADD
-                    // is idempotent, so putting it back never loses it, at worst it is in both.
+                    // Not added (WRONGTYPE, OOM, no owner): put the member back.
                     let back = Request::from_args([b"SADD".as_slice(), &m.src, &m.member]);
                     let slot = Slot::for_key(&m.src);
-                    if let Some(pool) = self.resolve(Target::Slot(slot)) {
-                        send_and_forget(&pool, self.client.version, self.client.id, back);
-                    }
+                    self.put_back(slot, back);
                     match other {
                         err @ Frame::Error(_) => err,
                         _ => unexpected(),
