@@ -1049,10 +1049,6 @@ impl Session {
                 frames.push(wait::node_reply(&reply.take().unwrap_or_default()));
                 continue;
             }
-            if let Finish::Stored(size) = g.finish {
-                frames.push(store::stored_reply(&reply.take().unwrap_or_default(), size));
-                continue;
-            }
             let mut buf = BytesMut::from(reply.take().unwrap_or_default().as_ref());
             match protocol::decode(&mut buf, &limits) {
                 Ok(Some(f)) => frames.push(f),
@@ -1063,7 +1059,7 @@ impl Session {
         }
         match &g.finish {
             Finish::AsIs | Finish::Wait | Finish::Store(..) => g.merge.merge(frames),
-            Finish::Stored(_) => frames.pop().unwrap_or(Frame::Null),
+            Finish::Stored(size) => store::stored_answer(frames.pop(), *size),
             Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();

@@ -12,18 +12,18 @@
 //! client may see the destination before or after, never half written (the write is one
 //! transaction on one node).
 
-use bytes::{Bytes, BytesMut};
-use protocol::{Frame, Limits, Request};
+use bytes::Bytes;
+use protocol::{Frame, Request};
 use routing::split::{Destination, Written};
 
 use super::{Entry, Pending, Session};
+use crate::dispatch::{Finish, Target};
 
 /// Replaces `KEYS[1]` with the members (or score-member pairs) in `ARGV[2..]`, added with the
 /// command `ARGV[1]` a few thousand at a time (Lua's stack limits one call's arguments).
 const REPLACE: &[u8] = b"redis.call('DEL', KEYS[1]) \
 for i = 2, #ARGV, 4000 do \
 redis.call(ARGV[1], KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV))) end return 1";
-use crate::dispatch::{Finish, Target};
 
 impl Session {
     /// The sources of store request `seq` (queue index `idx`) have been combined into `merged`
@@ -81,12 +81,11 @@ impl Session {
 
 /// The answer to a store command, from the reply of the destination write: the result's
 /// size if the write ran, else its error.
-pub(super) fn stored_reply(raw: &[u8], size: usize) -> Frame {
-    let mut buf = BytesMut::from(raw);
-    match protocol::decode(&mut buf, &Limits::default()) {
+pub(super) fn stored_answer(reply: Option<Frame>, size: usize) -> Frame {
+    match reply {
         // DEL's count, the script's 1, SET's OK.
-        Ok(Some(Frame::Integer(_) | Frame::Simple(_))) => Frame::Integer(size as i64),
-        Ok(Some(err @ Frame::Error(_))) => err,
+        Some(Frame::Integer(_) | Frame::Simple(_)) => Frame::Integer(size as i64),
+        Some(err @ Frame::Error(_)) => err,
         _ => Frame::Error(Bytes::from_static(
             b"ERR Slotway: unexpected reply while storing the result",
         )),
