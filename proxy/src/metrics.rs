@@ -988,10 +988,10 @@ impl Meter {
         }
     }
 
-    /// The session woke up: times taken from here on are read afresh. Everything a session
+    /// The session is about to wait: the next time taken is read afresh. Everything a session
     /// does between two waits takes microseconds, so one clock read serves the whole turn
     /// (a pipeline of requests decoded together starts at one time, replies written together
-    /// end at one time) instead of two per request.
+    /// end at one time) instead of two per request. Call it before every wait.
     pub fn new_turn(&mut self) {
         self.now = None;
     }

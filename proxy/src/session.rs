@@ -330,8 +330,8 @@ impl Session {
                 // several nodes): let the other node connections deliver first, so that one
                 // write carries them all.
                 yielded = true;
-                tokio::task::yield_now().await;
                 self.meter.new_turn();
+                tokio::task::yield_now().await;
                 self.take_replies();
                 self.flush_ready();
                 continue;
@@ -346,16 +346,13 @@ impl Session {
                 && self.queue.len() < max_pipeline
                 && self.wbuf.len() < OUTPUT_HIGH_WATER
                 && !(held && rbuf.len() >= HELD_READ_LIMIT);
+            self.meter.new_turn();
             tokio::select! {
                 biased;
-                () = self.replies.ready() => {
-                    self.meter.new_turn();
-                    self.take_replies();
-                }
+                () = self.replies.ready() => self.take_replies(),
                 // Wait for data before taking a buffer, so that an idle client holds none.
                 r = rd.readable(), if can_read => {
                     r?;
-                    self.meter.new_turn();
                     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                         let more = if rbuf.is_empty() {
                             READ_CHUNK
@@ -378,21 +375,16 @@ impl Session {
                     }
                 }
                 r = wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
-                    self.meter.new_turn();
                     self.meter.wrote(r?);
                     yielded = false;
                 }
                 () = &mut cancelled, if !self.closing => {
-                    self.meter.new_turn();
                     // Answer what the client has already sent before closing (shutdown.rs).
                     crate::shutdown::read_buffered(rd, &mut rbuf);
                     held = self.decode_all(&mut rbuf);
                     self.closing = true;
                 }
-                () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => {
-                    self.meter.new_turn();
-                    self.closing = true;
-                }
+                () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
             }
             self.flush_ready();
             if self.meter.output_exceeded(self.wbuf.len()) {
