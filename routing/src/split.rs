@@ -555,11 +555,11 @@ impl Merge {
     /// result (the first one, in part order). A reply of an unexpected shape becomes an error
     /// that says so, never a guess.
     pub fn merge(&self, replies: Vec<Frame>) -> Frame {
-        if *self == Merge::PfCount {
-            return merge_pfcount(replies);
-        }
-        if let Some(err) = replies.iter().find(|f| matches!(f, Frame::Error(_))) {
-            return err.clone();
+        // PFCOUNT reports errors in key order itself (a part can fail without an error reply).
+        if *self != Merge::PfCount {
+            if let Some(err) = replies.iter().find(|f| matches!(f, Frame::Error(_))) {
+                return err.clone();
+            }
         }
         match self {
             Merge::Mget { positions, total } => {

@@ -186,7 +186,7 @@ impl Session {
     }
 }
 
-/// RENAME's and RENAMENX's answer once the value is in place.
+/// The answer once the value is in place.
 fn done(command: Command) -> Frame {
     match command {
         Command::Rename => Frame::Simple(Bytes::from_static(b"OK")),
@@ -194,8 +194,8 @@ fn done(command: Command) -> Frame {
     }
 }
 
-/// The read stage's reply: `None` if the source does not exist (or expired between the two
-/// reads), else its payload and PTTL (-1: none).
+/// The read stage's reply: `None` if the source does not exist, else its payload and PTTL
+/// (-1: none).
 fn read_reply(raw: &[u8]) -> Result<Option<(Bytes, i64)>, Frame> {
     match decode(raw) {
         Frame::Array(items) => match items.as_slice() {
