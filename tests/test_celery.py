@@ -437,3 +437,35 @@ def test_second_app_on_database_1(combo, worker, worker_factory):
         assert worker.hostname in hosts0 and w1.hostname not in hosts0
     finally:
         app1.close()
+
+
+@pytest.mark.timeout(150)
+def test_app_and_worker_on_the_unix_socket(cluster, tmp_path_factory):
+    """A sidecar's Celery app on Slotway's Unix socket: kombu's stock ``redis+socket://`` URLs."""
+    launcher = ProxyLauncher(cluster, tmp_path_factory.mktemp("celery-unix-proxy"))
+    sock = tmp_path_factory.mktemp("celery-unix-socket") / "slotway.sock"
+    launcher(*SLOTWAY_ARGS, "--unix-socket", str(sock))
+    log_dir = tmp_path_factory.mktemp("celery-unix")
+    record_dir = log_dir / "records"
+    record_dir.mkdir()
+    url = f"redis+socket://{sock}"
+    settings = CelerySettings(broker_url=url, backend_url=f"{url}?virtual_host=0", protocol=3,
+                              record_dir=str(record_dir))
+    app = make_app(settings, set_as_current=False)
+    # Its own queue: a worker of another test module's proxy on the same cluster must not take these.
+    w = CeleryWorker(settings, log_dir, "unix", queues=["unixq"], concurrency=4)
+    try:
+        _start(w, app)
+        token = new_token()
+        results = [app.slotway.record.apply_async((token, i), queue="unixq") for i in range(50)]
+        assert wait(ResultSet(results, app=app), 60) == list(range(50))
+        assert sorted(int(r.label) for r in read_records(str(record_dir), token)) == list(range(50))
+        # Really through the socket: the worker's and the app's connections are Unix clients.
+        listed = redis.Redis(unix_socket_path=str(sock), decode_responses=True).execute_command("CLIENT", "LIST")
+        assert sum(" flags=U " in line for line in listed.splitlines()) >= 3, listed
+    finally:
+        try:
+            _check_stopped([w])
+        finally:
+            app.close()
+            launcher.teardown()

@@ -380,6 +380,86 @@ def _connects(proxy) -> bool:
         return False
 
 
+# -- Unix socket ---------------------------------------------------------------------------------
+
+
+def _unix_exchange(path: Path, data: bytes, timeout: float = 2.0) -> bytes:
+    """Send ``data`` on a new Unix socket connection; what comes back until EOF or ``timeout``."""
+    got = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(data)
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except socket.timeout:
+            pass
+    return got
+
+
+def test_unix_socket_serves_clients_like_tcp(proxy_factory, cluster, tmp_path):
+    path = tmp_path / "slotway.sock"
+    # A socket file left by an earlier run (nobody listening) is replaced.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert path.is_socket()
+    proxy = proxy_factory("--unix-socket", str(path), "--unix-socket-perm", "770")
+    assert path.stat().st_mode & 0o777 == 0o770
+
+    out = subprocess.run(["redis-cli", "-s", str(path), "PING"], capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip() == "PONG", out
+
+    keys = spread_keys(cluster, "ops:unix", per_master=3)
+    for protocol in (2, 3):
+        c = redis.Redis(unix_socket_path=str(path), protocol=protocol)
+        value = b"\r\n\x00 binary %d" % protocol
+        c.mset({k: value + k.encode() for k in keys})
+        assert c.mget(keys) == [value + k.encode() for k in keys]
+        pipe = c.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.set(keys[i % len(keys)], i)
+            pipe.get(keys[i % len(keys)])
+        replies = pipe.execute()
+        assert replies[1::2] == [str(i).encode() for i in range(1000)]
+        c.close()
+    # The writes are on the cluster, not only visible through the proxy.
+    direct = cluster.cluster_client()
+    last = {keys[i % len(keys)]: str(i) for i in range(1000)}
+    assert {k: direct.get(k) for k in keys} == last
+
+    # CLIENT LIST shows a Unix client as Redis does: the socket's path, port 0, flag U.
+    c = redis.Redis(unix_socket_path=str(path), decode_responses=True)
+    c.client_setname("viaunix")
+    listed = proxy.client().execute_command("CLIENT", "LIST")
+    mine = [line for line in listed.splitlines() if "name=viaunix" in line]
+    assert len(mine) == 1 and f"addr={path}:0 laddr={path}:0 " in mine[0] and " flags=U " in mine[0], listed
+    assert " flags=N " in proxy.client().execute_command("CLIENT", "INFO")
+
+    # Bad input costs that connection only.
+    assert _unix_exchange(path, b"*1\r\n$-5\r\n").startswith(b"-ERR Protocol error")
+    assert c.ping() and proxy.client().ping()
+    c.close()
+
+    # The socket file is removed at exit.
+    assert proxy.stop() == 0
+    assert not path.exists()
+
+
+def test_unix_socket_refused_at_start_when_the_path_is_not_a_socket_or_perm_is_bad(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("keep me")
+    r = subprocess.run([slotway_path(), "--listen", "127.0.0.1:0", "--metrics-listen", "off",
+                        "--seed", "127.0.0.1:1", "--unix-socket", str(path)],
+                       capture_output=True, text=True, timeout=30, env=clean_env())
+    assert r.returncode != 0 and f"unix_socket {path}: the path exists and is not a socket" in r.stderr, r.stderr
+    assert path.read_text() == "keep me"
+    r = subprocess.run([slotway_path(), "--seed", "127.0.0.1:1", "--unix-socket", str(tmp_path / "s"),
+                        "--unix-socket-perm", "778"], capture_output=True, text=True, timeout=30, env=clean_env())
+    assert r.returncode != 0 and "unix_socket_perm" in r.stderr, r.stderr
+
+
 # -- limits ------------------------------------------------------------------------------------
 
 
@@ -539,6 +619,12 @@ def test_every_example_config_in_deploy_is_valid():
     assert any(p["containerPort"] == metrics_port for p in slotway["ports"])
     assert slotway["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["terminationGracePeriodSeconds"] * 1000 > k8s_config["drain_timeout_ms"]
+    # The Unix socket is in a volume the app container mounts at the same place.
+    socket_dir = str(Path(k8s_config["unix_socket"]).parent)
+    app = next(c for c in pod["spec"]["containers"] if c["name"] == "app")
+    for container in (slotway, app):
+        assert any(m["mountPath"] == socket_dir for m in container["volumeMounts"]), container["name"]
+    assert k8s_config["unix_socket"] in app["env"][0]["value"]
 
     # docker compose: the files it mounts exist, Slotway's loads, Prometheus scrapes it.
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())

@@ -23,6 +23,12 @@ pub struct Cli {
     /// Address clients connect to [default: 127.0.0.1:6380].
     #[arg(long, env = "SLOTWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// A Unix socket to accept clients on as well (a sidecar's local clients).
+    #[arg(long, env = "SLOTWAY_UNIX_SOCKET")]
+    pub unix_socket: Option<PathBuf>,
+    /// The Unix socket's permissions, octal digits as in Redis's `unixsocketperm` (770).
+    #[arg(long, env = "SLOTWAY_UNIX_SOCKET_PERM")]
+    pub unix_socket_perm: Option<u32>,
     /// A cluster node to learn the topology from (host:port); repeat for more.
     #[arg(long = "seed", env = "SLOTWAY_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
@@ -129,6 +135,12 @@ impl Cli {
         };
         if let Some(v) = self.listen {
             c.listen = v;
+        }
+        if let Some(v) = &self.unix_socket {
+            c.unix_socket = Some(v.clone());
+        }
+        if let Some(v) = self.unix_socket_perm {
+            c.unix_socket_perm = Some(v);
         }
         if !self.seeds.is_empty() {
             c.seeds = self.seeds.clone();

@@ -72,6 +72,12 @@ pub struct ColocateRule {
 pub struct Config {
     /// Address clients connect to.
     pub listen: SocketAddr,
+    /// A Unix socket clients on the same host can connect to as well (none: TCP only). A socket
+    /// file left there by an earlier run is replaced; the file is removed at exit.
+    pub unix_socket: Option<PathBuf>,
+    /// The Unix socket's permissions, written as Redis's `unixsocketperm` (octal digits: 770);
+    /// none: what the umask gives.
+    pub unix_socket_perm: Option<u32>,
     /// Cluster nodes to learn the topology from (`host:port`); at least one.
     pub seeds: Vec<String>,
     /// Pooled connections per cluster node and protocol version, shared by all clients.
@@ -197,6 +203,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 6380)),
+            unix_socket: None,
+            unix_socket_perm: None,
             seeds: Vec::new(),
             backend_connections: 2,
             connect_timeout_ms: 1_000,
@@ -346,6 +354,18 @@ impl Config {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid log filter");
+        }
+        if self
+            .unix_socket_perm
+            .is_some_and(|p| !crate::listener::valid_perm(p))
+        {
+            return invalid(
+                "unix_socket_perm",
+                "must be octal digits, at most 777 (like Redis's unixsocketperm 770)",
+            );
+        }
+        if self.unix_socket_perm.is_some() && self.unix_socket.is_none() {
+            return invalid("unix_socket_perm", "is set but unix_socket is not");
         }
         if self.metrics_listen == Some(self.listen) {
             return invalid("metrics_listen", "must differ from listen");

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod listener;
 pub mod local;
 pub mod logging;
 pub mod metrics;
@@ -71,6 +72,14 @@ pub async fn run_with_reload(
     let topology = topology::Topology::new(&config, metrics.clone());
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let unix = match &config.unix_socket {
+        Some(path) => Some(
+            listener::Listener::bind_unix(path, config.unix_socket_perm).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("unix_socket {}: {e}", path.display()))
+            })?,
+        ),
+        None => None,
+    };
     let admin = match config.metrics_listen {
         Some(at) => Some(
             TcpListener::bind(at)
@@ -99,10 +108,18 @@ pub async fn run_with_reload(
     }
     tokio::spawn(topology.run(shutdown.clone()));
     tokio::spawn(learn_redis_version(shared.clone()));
-    tracing::info!(%addr, "slotway listening");
+    tracing::info!(%addr, unix_socket = ?shared.config.unix_socket, "slotway listening");
     on_bound(addr);
     let tasks = TaskTracker::new();
-    server::accept_loop(listener, shared.clone(), shutdown, tasks.clone()).await;
+    let tcp = listener::Listener::Tcp(listener);
+    let accept = |l| server::accept_loop(l, shared.clone(), shutdown.clone(), tasks.clone());
+    match &unix {
+        Some(unix) => {
+            tokio::join!(accept(&tcp), accept(unix));
+            unix.remove_file();
+        }
+        None => accept(&tcp).await,
+    }
     tasks.close();
     let drain = shared.config.drain_timeout();
     tracing::info!(

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use protocol::{Frame, Request, Version};
 
 use crate::error::ProxyError;
+use crate::listener::ClientAddr;
 use crate::server::{ClientInfo, ClientState, Shared};
 
 /// The Redis version the proxy reports when it has not learned the cluster's.
@@ -346,12 +347,14 @@ pub fn client_line(client: &ClientInfo) -> String {
     };
     let (name, lib_name, lib_ver) = (text(0), text(1), text(2));
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
         name,
         client.connected.elapsed().as_secs(),
+        // U: a Unix socket client, as Redis marks them.
+        if matches!(client.peer, ClientAddr::Unix(_)) { "U" } else { "N" },
         client.db,
         if client.version == Version::Resp3 { 3 } else { 2 },
         lib_name,

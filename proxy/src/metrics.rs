@@ -16,7 +16,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,6 +29,7 @@ use prometheus::{
 use routing::CommandSpec;
 use tokio::time::{Instant, Sleep};
 
+use crate::listener::ClientAddr;
 use crate::server::{ClientState, Shared};
 
 /// Latency buckets, in seconds: 50 µs to 5 s.
@@ -187,7 +187,7 @@ pub struct ConnMeter {
 /// One client session's request timing, byte counts, idle timer and output buffer limit.
 pub struct Meter {
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: ClientAddr,
     /// Requests not yet answered, in request order.
     pending: TimedQueue,
     idle_timeout: Option<Duration>,
@@ -975,7 +975,7 @@ impl Drop for ConnMeter {
 
 impl Meter {
     /// The meter of a new client session.
-    pub fn new(shared: &Arc<Shared>, peer: SocketAddr) -> Meter {
+    pub fn new(shared: &Arc<Shared>, peer: ClientAddr) -> Meter {
         Meter {
             idle_timeout: shared.config.client_idle_timeout(),
             output_limit: shared.config.client_output_buffer_limit,

@@ -7,7 +7,7 @@
 //!
 //! | applied at once | to client connections opened after the reload | needs a restart |
 //! |---|---|---|
-//! | log level, timeouts, passwords, `max_clients`, `deny_commands`, slow log, seeds, backend settings (pools are replaced; requests in flight finish on the old connections) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `metrics_listen`, `worker_threads`, `log_json`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
+//! | log level, timeouts, passwords, `max_clients`, `deny_commands`, slow log, seeds, backend settings (pools are replaced; requests in flight finish on the old connections) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `unix_socket`, `unix_socket_perm`, `metrics_listen`, `worker_threads`, `log_json`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
 //!
 //! Clients already authenticated stay so when `password` changes, as with Redis.
 
@@ -22,6 +22,8 @@ use crate::server::Shared;
 /// Settings only a restart can change: the reload keeps their current values.
 const RESTART_ONLY: &[&str] = &[
     "listen",
+    "unix_socket",
+    "unix_socket_perm",
     "metrics_listen",
     "worker_threads",
     "log_json",
@@ -117,6 +119,8 @@ pub fn apply(shared: &Shared, mut new: Config) -> Report {
         ..Report::default()
     };
     new.listen = old.listen;
+    new.unix_socket.clone_from(&old.unix_socket);
+    new.unix_socket_perm = old.unix_socket_perm;
     new.metrics_listen = old.metrics_listen;
     new.worker_threads = old.worker_threads;
     new.log_json = old.log_json;

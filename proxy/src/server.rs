@@ -2,18 +2,17 @@
 //! ([`ClientState`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use protocol::Version;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::listener::{ClientAddr, ClientRead, ClientWrite, Listener};
 use crate::metrics::Metrics;
 use crate::reload::LiveConfig;
 use crate::slowlog::SlowLog;
@@ -122,9 +121,9 @@ pub struct ClientInfo {
     /// CLIENT ID.
     pub id: u64,
     /// The client's address.
-    pub peer: SocketAddr,
+    pub peer: ClientAddr,
     /// The proxy's address on this connection.
-    pub local: SocketAddr,
+    pub local: ClientAddr,
     /// When the connection was accepted.
     pub connected: Instant,
     /// The negotiated protocol.
@@ -243,7 +242,7 @@ impl ClientRegistry {
 
 impl ClientState {
     /// A new client, registered in `shared.clients`.
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, local: SocketAddr) -> ClientState {
+    pub fn new(shared: Arc<Shared>, peer: ClientAddr, local: ClientAddr) -> ClientState {
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         shared.clients.set(ClientInfo {
             id,
@@ -276,8 +275,8 @@ impl ClientState {
     pub fn info(&self) -> ClientInfo {
         let mut info = self.shared.clients.get(self.id).unwrap_or(ClientInfo {
             id: self.id,
-            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peer: ClientAddr::UNKNOWN,
+            local: ClientAddr::UNKNOWN,
             connected: Instant::now(),
             version: self.version,
             db: self.db,
@@ -289,7 +288,7 @@ impl ClientState {
     }
 
     /// The client's address.
-    pub fn peer(&self) -> Option<SocketAddr> {
+    pub fn peer(&self) -> Option<ClientAddr> {
         self.shared.clients.get(self.id).map(|c| c.peer)
     }
 
@@ -336,13 +335,13 @@ impl Drop for ClientState {
 
 /// Accepts clients until `shutdown`, one session task each, tracked by `tasks`.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: &Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -360,8 +359,8 @@ pub async fn accept_loop(
         if max_clients > 0 && open >= max_clients as u64 {
             shared.stats.clients_open.fetch_sub(1, Ordering::Relaxed);
             shared.metrics.client_rejected();
-            tracing::debug!(client = %peer, max_clients, "max_clients reached: connection refused");
-            tokio::spawn(reject(stream));
+            tracing::debug!(client = %accepted.peer, max_clients, "max_clients reached: connection refused");
+            tokio::spawn(reject(accepted.rd, accepted.wr));
             continue;
         }
         shared
@@ -371,14 +370,13 @@ pub async fn accept_loop(
         // The session's own future, not wrapped in another: a wrapper would hold a second copy
         // of what it captures, for every idle client (`clients_open` is decremented when the
         // session's `ClientState` is dropped).
-        let session = crate::session::run(stream, peer, shared.clone(), shutdown.clone());
+        let session = crate::session::run(accepted, shared.clone(), shutdown.clone());
         tasks.spawn(session);
     }
 }
 
 /// Tells a client over `max_clients` why, and closes its connection gracefully.
-async fn reject(stream: tokio::net::TcpStream) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn reject(mut rd: ClientRead, mut wr: ClientWrite) {
     if tokio::io::AsyncWriteExt::write_all(&mut wr, MAX_CLIENTS_REPLY)
         .await
         .is_ok()

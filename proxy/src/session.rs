@@ -18,7 +18,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +27,6 @@ use protocol::{Frame, Limits, Request};
 use routing::split::Merge;
 use routing::{Redirect, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +34,7 @@ use crate::backend::{BackendConn, BackendError, Job, SUBSCRIBER_SEQ};
 use crate::config::{CrossSlotTransactions, Databases};
 use crate::dispatch::{self, Fan, Finish, Plan, Target};
 use crate::error::{Close, ProxyError};
+use crate::listener::{Accepted, ClientRead, ClientWrite};
 use crate::local::{self, After};
 use crate::names;
 use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
@@ -199,16 +197,20 @@ struct Session {
 /// task, which the runtime rounds up to its alignment) then holds a pointer and the serve
 /// future, and no slots for what building the session needed.
 pub fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
+    conn: Accepted,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
+    let Accepted {
+        rd,
+        wr,
+        peer,
+        local,
+    } = conn;
+    let meter = crate::metrics::Meter::new(&shared, peer.clone());
     let client = ClientState::new(shared.clone(), peer, local);
     let session = Box::new(Session {
-        meter: crate::metrics::Meter::new(&shared, peer),
+        meter,
         shared,
         client,
         queue: VecDeque::new(),
@@ -221,7 +223,6 @@ pub fn run(
         stateful: None,
         pubsub: None,
     });
-    let (rd, wr) = stream.into_split();
     session.serve_client(rd, wr, shutdown)
 }
 
@@ -286,8 +287,8 @@ impl Session {
     /// arguments of an async fn stay in its future, so nothing is passed by value twice.
     async fn serve_client(
         mut self: Box<Self>,
-        mut rd: OwnedReadHalf,
-        mut wr: OwnedWriteHalf,
+        mut rd: ClientRead,
+        mut wr: ClientWrite,
         shutdown: CancellationToken,
     ) {
         if let Err(e) = self.serve(&mut rd, &mut wr, &shutdown).await {
@@ -299,8 +300,8 @@ impl Session {
 
     async fn serve(
         &mut self,
-        rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        rd: &mut ClientRead,
+        wr: &mut ClientWrite,
         shutdown: &CancellationToken,
     ) -> std::io::Result<()> {
         let mut rbuf = BytesMut::new();

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+
+use crate::listener::{ClientRead, ClientWrite};
 
 /// How long a closing connection waits for the client to close its side.
 const LINGER: Duration = Duration::from_secs(2);
@@ -52,7 +53,7 @@ pub fn on_signals() -> CancellationToken {
 
 /// Appends to `rbuf` whatever the client has already sent and the kernel holds, without
 /// waiting: called when shutdown starts, so that requests already sent are answered.
-pub fn read_buffered(rd: &OwnedReadHalf, rbuf: &mut BytesMut) {
+pub fn read_buffered(rd: &ClientRead, rbuf: &mut BytesMut) {
     let mut taken = 0;
     while taken < BUFFERED_MAX {
         rbuf.reserve(16 * 1024);
@@ -67,7 +68,7 @@ pub fn read_buffered(rd: &OwnedReadHalf, rbuf: &mut BytesMut) {
 /// closes its side (at most [`LINGER`] and [`LINGER_BYTES`]). Closing a socket that still has
 /// unread input makes the kernel send a reset, which can destroy replies the client has not
 /// read yet.
-pub async fn close(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) {
+pub async fn close(rd: &mut ClientRead, wr: &mut ClientWrite) {
     if wr.shutdown().await.is_err() {
         return;
     }
