@@ -12,7 +12,7 @@
 //! admin (hyper, metrics_listen): /metrics /healthz /readyz /topology ◀─ Metrics, Topology
 //! ```
 //!
-//! Start at [`run`]; a request's path is `server` → `session` → `dispatch` → `backend`.
+//! Start at [`run`]; a request's path is `listener` → `server` → `session` → `dispatch` → `backend`.
 
 pub mod admin;
 pub mod backend;
@@ -46,7 +46,8 @@ pub use config::Config;
 /// How long to wait for the first slot map before accepting clients anyway.
 const STARTUP_MAP_WAIT: Duration = Duration::from_secs(5);
 
-/// Binds the listener and serves until `shutdown` is cancelled, then drains.
+/// Binds the listeners (TCP, and the Unix socket if configured) and serves until `shutdown` is
+/// cancelled, then drains.
 ///
 /// `on_bound` receives the bound address (useful with port 0 in tests). SIGHUP is not handled;
 /// see [`run_with_reload`].
@@ -61,7 +62,7 @@ pub async fn run(
 /// [`run`], and on SIGHUP reloads the configuration from `reload` (see [`reload`]).
 ///
 /// # Errors
-/// If the client listener or the metrics endpoint cannot be bound.
+/// If a client listener or the metrics endpoint cannot be bound.
 pub async fn run_with_reload(
     config: Config,
     shutdown: CancellationToken,
@@ -113,13 +114,16 @@ pub async fn run_with_reload(
     let tasks = TaskTracker::new();
     let tcp = listener::Listener::Tcp(listener);
     let accept = |l| server::accept_loop(l, shared.clone(), shutdown.clone(), tasks.clone());
-    match &unix {
+    match unix {
         Some(unix) => {
-            tokio::join!(accept(&tcp), accept(unix));
+            tokio::join!(accept(&tcp), accept(&unix));
             unix.remove_file();
         }
         None => accept(&tcp).await,
     }
+    // Closed now, not when the drain is over: a client connecting while the proxy drains is
+    // refused instead of waiting in the backlog of a listener nobody accepts from.
+    drop(tcp);
     tasks.close();
     let drain = shared.config.drain_timeout();
     tracing::info!(

@@ -174,11 +174,15 @@ impl fmt::Display for ClientAddr {
 
 impl ClientRead {
     /// Waits until the socket may have data (or has closed).
-    pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            ClientRead::Tcp(s) => s.readable().await,
-            ClientRead::Unix(s) => s.readable().await,
-        }
+    ///
+    /// Polls the socket's readiness directly rather than through the halves' `readable()`,
+    /// whose future carries a waiter entry: this one is a reference, and it sits in every idle
+    /// session.
+    pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| match self {
+            ClientRead::Tcp(s) => s.as_ref().poll_read_ready(cx),
+            ClientRead::Unix(s) => s.as_ref().poll_read_ready(cx),
+        })
     }
 
     /// Reads what is there without waiting; `WouldBlock` if nothing is.
