@@ -14,13 +14,16 @@
 #   --connections N      connections for --memory              (default 10000)
 #   --run-timeout S      give up on a redis-benchmark run after S seconds (default 180)
 #   --base-port N        cluster ports N..N+5, bus N+100..N+105, proxy N+6 (default 31000)
+#   --no-unix            do not also benchmark through slotway's Unix socket
 #   --keep               keep the work directory (logs) after the run
 #
 # It starts its own 3-master/3-replica cluster (deploy/local-cluster.sh, in a
 # temporary directory) and target/release/slotway (or $SLOTWAY_BIN) in front
 # of it, runs GET and SET at pipeline 1 and 16 both ways with the same request
-# counts, samples the proxy's CPU time (utime+stime from /proc/PID/stat)
-# around every proxied run, and prints a comparison table.  If
+# counts (and a third way, through slotway's Unix socket, unless --no-unix),
+# samples the proxy's CPU time (utime+stime from /proc/PID/stat) around every
+# proxied run and the whole machine's busy time (/proc/stat) around every run,
+# and prints comparison tables.  If
 # memtier_benchmark is installed, a short memtier run each way follows.
 # Everything it started is stopped on exit.  See benches/README.md.
 set -euo pipefail
@@ -39,6 +42,7 @@ connections=10000
 run_timeout=180
 base_port=31000
 keep=0
+unix=1
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -59,6 +63,7 @@ while [[ $# -gt 0 ]]; do
         --run-timeout) run_timeout=$2; shift ;;
         --base-port) base_port=$2; shift ;;
         --keep) keep=1 ;;
+        --no-unix) unix=0 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -74,6 +79,7 @@ slotway=${SLOTWAY_BIN:-$repo/target/release/slotway}
 clk_tck=$(getconf CLK_TCK)
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/slotway-bench.XXXXXX")
 cluster_dir=$workdir/cluster
+unix_socket=$workdir/slotway.sock
 proxy_pid=
 
 log() { printf '[load] %s\n' "$*" >&2; }
@@ -125,7 +131,9 @@ start_cluster() {
 
 start_proxy() {
     log "starting slotway on $host:$proxy_port (log $workdir/slotway.log)"
-    "$slotway" --listen "$host:$proxy_port" \
+    local unix_args=()
+    ((unix)) && unix_args=(--unix-socket "$unix_socket")
+    "$slotway" --listen "$host:$proxy_port" "${unix_args[@]}" \
         --seed "$host:$base_port" --seed "$host:$((base_port + 1))" --seed "$host:$((base_port + 2))" \
         --metrics-listen "$host:$((proxy_port + 1))" ${SLOTWAY_ARGS:-} \
         >"$workdir/slotway.log" 2>&1 &
@@ -159,24 +167,32 @@ masters_ticks() {
     echo "$t"
 }
 
+# Busy time of the whole machine (every process, the kernel's softirq work included), in ticks.
+machine_ticks() {
+    local cpu user nice system idle iowait irq softirq steal
+    read -r cpu user nice system idle iowait irq softirq steal _ </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+
 # per_request TICKS N: microseconds per request.
 per_request() {
     awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
 }
 
-declare -A rps p50 p99 cpu nodes_cpu
+declare -A rps p50 p99 cpu nodes_cpu machine_cpu
 
-# bench TARGET(direct|proxy) TEST(set|get) PIPELINE REQUESTS
+# bench TARGET(direct|proxy|unix) TEST(set|get) PIPELINE REQUESTS
 bench() {
-    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f nodes_before
-    if [[ $target == direct ]]; then
-        args=(--cluster -h "$host" -p "$base_port")
-    else
-        args=(-h "$host" -p "$proxy_port")
-        before=$(cpu_ticks "$proxy_pid")
-    fi
+    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f nodes_before machine_before
+    case $target in
+        direct) args=(--cluster -h "$host" -p "$base_port") ;;
+        proxy) args=(-h "$host" -p "$proxy_port") ;;
+        unix) args=(-s "$unix_socket") ;;
+    esac
+    [[ $target == direct ]] || before=$(cpu_ticks "$proxy_pid")
     key="$target ${test^^} P$pipeline"
     nodes_before=$(masters_ticks)
+    machine_before=$(machine_ticks)
     log "$key: redis-benchmark ${args[*]} -c $clients -n $n -P $pipeline -r $keyspace -d $data_size -t $test"
     local rc=0
     timeout "$run_timeout" redis-benchmark "${args[@]}" -c "$clients" -n "$n" -P "$pipeline" -r "$keyspace" \
@@ -196,7 +212,8 @@ bench() {
     p50[$key]=${f[4]}
     p99[$key]=${f[6]}
     nodes_cpu[$key]=$(per_request $(($(masters_ticks) - nodes_before)) "$n")
-    if [[ $target == proxy ]]; then
+    machine_cpu[$key]=$(per_request $(($(machine_ticks) - machine_before)) "$n")
+    if [[ $target != direct ]]; then
         after=$(cpu_ticks "$proxy_pid")
         cpu[$key]=$(per_request $((after - before)) "$n")
     fi
@@ -224,6 +241,30 @@ print_table() {
                 "${test^^} P$pipeline" "${rps[$d]}" "${rps[$p]:--}" "$ratio" \
                 "${p50[$d]}/${p99[$d]}" "${p50[$p]:--}/${p99[$p]:--}" "${cpu[$p]:--}" \
                 "${nodes_cpu[$d]}/${nodes_cpu[$p]:--}"
+        done
+    done
+    echo
+    [[ $direct_only == 1 ]] && return 0
+    printf 'Through the Unix socket (same proxy, redis-benchmark -s), and the whole machine'"'"'s CPU per request
+'
+    printf '(every process and the kernel'"'"'s softirq work, from /proc/stat: what a request really costs here)
+
+'
+    printf '| %-8s | %12s | %6s | %15s | %17s | %32s |
+' \
+        test "unix ops/s" ratio "unix p50/p99" "proxy CPU us/req" "machine CPU us/req direct/TCP/unix"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "----------" "--------------" "--------" "-----------------" \
+        "-------------------" "----------------------------------"
+    for pipeline in 1 16; do
+        for test in set get; do
+            d="direct ${test^^} P$pipeline"
+            p="proxy ${test^^} P$pipeline"
+            u="unix ${test^^} P$pipeline"
+            ratio=-
+            [[ -n ${rps[$u]:-} ]] && ratio=$(awk -v a="${rps[$u]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')
+            printf '| %-8s | %12s | %6s | %15s | %17s | %32s |\n' \
+                "${test^^} P$pipeline" "${rps[$u]:--}" "$ratio" "${p50[$u]:--}/${p99[$u]:--}" "${cpu[$u]:--}" \
+                "${machine_cpu[$d]}/${machine_cpu[$p]:--}/${machine_cpu[$u]:--}"
         done
     done
     echo
@@ -327,6 +368,7 @@ run_throughput() {
         for test in set get; do
             bench direct "$test" "$pipeline" "$n"
             [[ $direct_only == 1 ]] || bench proxy "$test" "$pipeline" "$n"
+            [[ $direct_only == 1 || $unix == 0 ]] || bench unix "$test" "$pipeline" "$n"
         done
     done
     print_table
