@@ -174,6 +174,11 @@ machine_ticks() {
     echo $((user + nice + system + irq + softirq + steal))
 }
 
+# ratio_of A B: A / B with two decimals.
+ratio_of() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+}
+
 # per_request TICKS N: microseconds per request.
 per_request() {
     awk -v t="$1" -v hz="$clk_tck" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
@@ -236,7 +241,7 @@ print_table() {
             d="direct ${test^^} P$pipeline"
             p="proxy ${test^^} P$pipeline"
             ratio=-
-            [[ -n ${rps[$p]:-} ]] && ratio=$(awk -v a="${rps[$p]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')
+            [[ -n ${rps[$p]:-} ]] && ratio=$(ratio_of "${rps[$p]}" "${rps[$d]}")
             printf '| %-8s | %13s | %12s | %6s | %15s | %15s | %17s | %25s |\n' \
                 "${test^^} P$pipeline" "${rps[$d]}" "${rps[$p]:--}" "$ratio" \
                 "${p50[$d]}/${p99[$d]}" "${p50[$p]:--}/${p99[$p]:--}" "${cpu[$p]:--}" \
@@ -245,13 +250,9 @@ print_table() {
     done
     echo
     [[ $direct_only == 1 ]] && return 0
-    printf 'Through the Unix socket (same proxy, redis-benchmark -s), and the whole machine'"'"'s CPU per request
-'
-    printf '(every process and the kernel'"'"'s softirq work, from /proc/stat: what a request really costs here)
-
-'
-    printf '| %-8s | %12s | %6s | %15s | %17s | %32s |
-' \
+    printf 'Through the Unix socket (same proxy, redis-benchmark -s), and the whole machine'"'"'s CPU per request\n'
+    printf '(every process and the kernel'"'"'s softirq work, from /proc/stat: what a request really costs here)\n\n'
+    printf '| %-8s | %12s | %6s | %15s | %17s | %32s |\n' \
         test "unix ops/s" ratio "unix p50/p99" "proxy CPU us/req" "machine CPU us/req direct/TCP/unix"
     printf '|%s|%s|%s|%s|%s|%s|\n' "----------" "--------------" "--------" "-----------------" \
         "-------------------" "----------------------------------"
@@ -261,7 +262,7 @@ print_table() {
             p="proxy ${test^^} P$pipeline"
             u="unix ${test^^} P$pipeline"
             ratio=-
-            [[ -n ${rps[$u]:-} ]] && ratio=$(awk -v a="${rps[$u]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')
+            [[ -n ${rps[$u]:-} ]] && ratio=$(ratio_of "${rps[$u]}" "${rps[$d]}")
             printf '| %-8s | %12s | %6s | %15s | %17s | %32s |\n' \
                 "${test^^} P$pipeline" "${rps[$u]:--}" "$ratio" "${p50[$u]:--}/${p99[$u]:--}" "${cpu[$u]:--}" \
                 "${machine_cpu[$d]}/${machine_cpu[$p]:--}/${machine_cpu[$u]:--}"
@@ -316,7 +317,7 @@ run_multikey() {
         [[ $cmd == MSET ]] && test=SET
         local p="proxy $cmd x10" d="direct $test x10"
         printf '| %-10s | %19s | %15s | %6s | %17s | %17s |\n' "$cmd x10" "${rps[$d]}" "${rps[$p]}" \
-            "$(awk -v a="${rps[$p]}" -v b="${rps[$d]}" 'BEGIN { printf "%.2f", a / b }')" \
+            "$(ratio_of "${rps[$p]}" "${rps[$d]}")" \
             "${p50[$p]}/${p99[$p]}" "${cpu[$p]}"
     done
     echo

@@ -141,14 +141,12 @@ impl Listener {
 /// Redis's `unixsocketperm` reading: the decimal digits of `perm` are octal digits (770 is
 /// `0o770`). The configuration checks the digits ([`valid_perm`]).
 fn octal(perm: u32) -> u32 {
-    perm.to_string()
-        .bytes()
-        .fold(0, |mode, d| mode * 8 + u32::from(d - b'0'))
+    u32::from_str_radix(&perm.to_string(), 8).unwrap_or(0)
 }
 
 /// True if every decimal digit of `perm` is an octal digit and it is at most 777.
 pub fn valid_perm(perm: u32) -> bool {
-    perm <= 777 && perm.to_string().bytes().all(|d| d <= b'7')
+    perm <= 777 && u32::from_str_radix(&perm.to_string(), 8).is_ok()
 }
 
 // === impl ClientAddr ===
