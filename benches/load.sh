@@ -13,8 +13,10 @@
 #   --threads N          redis-benchmark threads               (default 1)
 #   --connections N      connections for --memory              (default 10000)
 #   --run-timeout S      give up on a redis-benchmark run after S seconds (default 180)
-#   --base-port N        cluster ports N..N+5, bus N+100..N+105, proxy N+6 (default 31000)
+#   --base-port N        cluster ports N..N+5, bus N+100..N+105, proxy N+6, metrics N+7,
+#                        reference proxies and their servers N+10..N+15 (default 31000)
 #   --no-unix            do not also benchmark through slotway's Unix socket
+#   --no-reference       do not also benchmark the reference proxies (below)
 #   --keep               keep the work directory (logs) after the run
 #
 # It starts its own 3-master/3-replica cluster (deploy/local-cluster.sh, in a
@@ -23,7 +25,10 @@
 # counts (and a third way, through slotway's Unix socket, unless --no-unix),
 # samples the proxy's CPU time (utime+stime from /proc/PID/stat) around every
 # proxied run and the whole machine's busy time (/proc/stat) around every run,
-# and prints comparison tables.  If
+# and prints comparison tables.  Reference proxies, when present, get the same
+# runs for a side-by-side CPU figure: twemproxy (`nutcracker` on the PATH or
+# $NUTCRACKER_BIN; it cannot speak cluster, so it fronts three standalone
+# redis-servers) and predixy ($PREDIXY_BIN, in front of the same cluster).  If
 # memtier_benchmark is installed, a short memtier run each way follows.
 # Everything it started is stopped on exit.  See benches/README.md.
 set -euo pipefail
@@ -43,6 +48,7 @@ run_timeout=180
 base_port=31000
 keep=0
 unix=1
+reference=1
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -64,6 +70,7 @@ while [[ $# -gt 0 ]]; do
         --base-port) base_port=$2; shift ;;
         --keep) keep=1 ;;
         --no-unix) unix=0 ;;
+        --no-reference) reference=0 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -80,7 +87,13 @@ clk_tck=$(getconf CLK_TCK)
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/slotway-bench.XXXXXX")
 cluster_dir=$workdir/cluster
 unix_socket=$workdir/slotway.sock
+standalone_dir=$workdir/standalone
 proxy_pid=
+# Reference proxies, each with a port and, once started, a pid.
+nutcracker_bin=${NUTCRACKER_BIN:-$(command -v nutcracker || true)}
+predixy_bin=${PREDIXY_BIN:-}
+declare -A ref_port=([nutcracker]=$((base_port + 13)) [predixy]=$((base_port + 15)))
+declare -A ref_pid=()
 
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -95,6 +108,15 @@ cleanup() {
         kill -KILL "$proxy_pid" 2>/dev/null || true
         wait "$proxy_pid" 2>/dev/null || true
     fi
+    local name pidfile
+    for name in "${!ref_pid[@]}"; do
+        log "stopping $name (pid ${ref_pid[$name]})"
+        kill -KILL "${ref_pid[$name]}" 2>/dev/null || true
+        wait "${ref_pid[$name]}" 2>/dev/null || true
+    done
+    for pidfile in "$standalone_dir"/*.pid; do
+        if [[ -f $pidfile ]]; then kill -KILL "$(<"$pidfile")" 2>/dev/null || true; fi
+    done
     if [[ -d $cluster_dir ]]; then
         log "stopping the cluster"
         "$repo/deploy/local-cluster.sh" stop "$cluster_dir" "$base_port" >/dev/null 2>&1 || true
@@ -117,6 +139,12 @@ preflight() {
     for p in $(seq "$base_port" $((base_port + 5))) $(seq $((base_port + BUS_PORT_OFFSET)) $((base_port + BUS_PORT_OFFSET + 5))) "$proxy_port"; do
         port_in_use "$p" && die "port $p is in use; pick another range with --base-port"
     done
+    if [[ $reference == 1 && $direct_only == 0 ]]; then
+        for p in $(seq $((base_port + 10)) $((base_port + 15))); do
+            port_in_use "$p" && die "port $p is in use; pick another range with --base-port (or --no-reference)"
+        done
+        [[ -z $predixy_bin || -x $predixy_bin ]] || die "PREDIXY_BIN=$predixy_bin is not an executable"
+    fi
     if [[ $direct_only == 0 && ! -x $slotway ]]; then
         die "$slotway not found: run \`cargo build --release\` (or use --direct-only)"
     fi
@@ -146,6 +174,69 @@ start_proxy() {
     done
     tail -n 30 "$workdir/slotway.log" >&2
     die "slotway did not answer PING within 15s"
+}
+
+# wait_for_set PORT NAME PID: wait until a SET through PORT succeeds.
+wait_for_set() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$3" 2>/dev/null || { tail -n 30 "$workdir/$2.log" >&2; die "$2 exited"; }
+        [[ $(redis-cli -h "$host" -p "$1" set load:probe 1 2>/dev/null) == OK ]] && return 0
+        sleep 0.1
+    done
+    tail -n 30 "$workdir/$2.log" >&2
+    die "$2 did not accept a SET within 15s"
+}
+
+# twemproxy in front of three standalone redis-servers (it has no cluster support): the same
+# forwarding job (parse, hash the key, pick a server, pipeline, send the reply back), done by
+# the most widely deployed C proxy.
+start_nutcracker() {
+    local port i
+    mkdir -p "$standalone_dir"
+    {
+        printf 'bench:\n  listen: %s:%s\n  hash: fnv1a_64\n  distribution: ketama\n' "$host" "${ref_port[nutcracker]}"
+        printf '  redis: true\n  auto_eject_hosts: false\n  server_connections: 1\n  servers:\n'
+        for i in 0 1 2; do
+            port=$((base_port + 10 + i))
+            redis-server --bind "$host" --port "$port" --save '' --appendonly no --daemonize yes \
+                --dir "$standalone_dir" --pidfile "$standalone_dir/$port.pid" --logfile "$standalone_dir/$port.log"
+            printf '   - %s:%s:1\n' "$host" "$port"
+        done
+    } >"$workdir/nutcracker.yml"
+    for i in 0 1 2; do
+        port=$((base_port + 10 + i))
+        until [[ $(redis-cli -h "$host" -p "$port" ping 2>/dev/null) == PONG ]]; do sleep 0.1; done
+    done
+    log "starting nutcracker on $host:${ref_port[nutcracker]} in front of $host:$((base_port + 10))-$((base_port + 12))"
+    "$nutcracker_bin" -c "$workdir/nutcracker.yml" -s $((base_port + 14)) -o "$workdir/nutcracker.log" &
+    ref_pid[nutcracker]=$!
+    wait_for_set "${ref_port[nutcracker]}" nutcracker "${ref_pid[nutcracker]}"
+}
+
+# predixy in front of the same cluster, one worker thread like slotway on two cores.
+start_predixy() {
+    cat >"$workdir/predixy.conf" <<EOF
+Name load
+Bind $host:${ref_port[predixy]}
+WorkerThreads 1
+Log $workdir/predixy.log
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 0
+LogNoticeSample 0
+ClusterServerPool {
+    Servers {
+        + $host:$base_port
+        + $host:$((base_port + 1))
+        + $host:$((base_port + 2))
+    }
+}
+EOF
+    log "starting predixy ($predixy_bin) on $host:${ref_port[predixy]}"
+    "$predixy_bin" "$workdir/predixy.conf" >"$workdir/predixy.out" 2>&1 &
+    ref_pid[predixy]=$!
+    wait_for_set "${ref_port[predixy]}" predixy "${ref_pid[predixy]}"
 }
 
 # utime+stime of a process, in clock ticks.
@@ -188,13 +279,14 @@ declare -A rps p50 p99 cpu nodes_cpu machine_cpu
 
 # bench TARGET(direct|proxy|unix) TEST(set|get) PIPELINE REQUESTS
 bench() {
-    local target=$1 test=$2 pipeline=$3 n=$4 args before=0 after line key f nodes_before machine_before
+    local target=$1 test=$2 pipeline=$3 n=$4 args pid before=0 after line key f nodes_before machine_before
     case $target in
         direct) args=(--cluster -h "$host" -p "$base_port") ;;
-        proxy) args=(-h "$host" -p "$proxy_port") ;;
-        unix) args=(-s "$unix_socket") ;;
+        proxy) args=(-h "$host" -p "$proxy_port") pid=$proxy_pid ;;
+        unix) args=(-s "$unix_socket") pid=$proxy_pid ;;
+        *) args=(-h "$host" -p "${ref_port[$target]}") pid=${ref_pid[$target]} ;;
     esac
-    [[ $target == direct ]] || before=$(cpu_ticks "$proxy_pid")
+    [[ $target == direct ]] || before=$(cpu_ticks "$pid")
     key="$target ${test^^} P$pipeline"
     nodes_before=$(masters_ticks)
     machine_before=$(machine_ticks)
@@ -219,7 +311,7 @@ bench() {
     nodes_cpu[$key]=$(per_request $(($(masters_ticks) - nodes_before)) "$n")
     machine_cpu[$key]=$(per_request $(($(machine_ticks) - machine_before)) "$n")
     if [[ $target != direct ]]; then
-        after=$(cpu_ticks "$proxy_pid")
+        after=$(cpu_ticks "$pid")
         cpu[$key]=$(per_request $((after - before)) "$n")
     fi
     log "$key: ${rps[$key]} ops/s, p50 ${p50[$key]} ms, p99 ${p99[$key]} ms${cpu[$key]:+, proxy CPU ${cpu[$key]} us/req}, masters CPU ${nodes_cpu[$key]} us/req"
@@ -266,6 +358,33 @@ print_table() {
             printf '| %-8s | %12s | %6s | %15s | %17s | %32s |\n' \
                 "${test^^} P$pipeline" "${rps[$u]:--}" "$ratio" "${p50[$u]:--}/${p99[$u]:--}" "${cpu[$u]:--}" \
                 "${machine_cpu[$d]}/${machine_cpu[$p]:--}/${machine_cpu[$u]:--}"
+        done
+    done
+    echo
+}
+
+# The reference proxies' runs next to slotway's TCP runs.
+print_reference_table() {
+    ((${#ref_pid[@]})) || return 0
+    local pipeline test name d p r ratio
+    printf 'Reference proxies, the same runs (twemproxy/nutcracker fronts three standalone redis-servers,\n'
+    printf 'predixy the same cluster); CPU ratio = slotway CPU / reference CPU, below 1 means slotway spends less\n\n'
+    printf '| %-8s | %-10s | %12s | %6s | %15s | %17s | %19s | %9s |\n' \
+        test proxy "ops/s" ratio "p50/p99" "its CPU us/req" "slotway CPU us/req" "CPU ratio"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "----------" "------------" "--------------" "--------" \
+        "-----------------" "-------------------" "---------------------" "-----------"
+    for pipeline in 1 16; do
+        for test in set get; do
+            d="direct ${test^^} P$pipeline"
+            p="proxy ${test^^} P$pipeline"
+            for name in nutcracker predixy; do
+                r="$name ${test^^} P$pipeline"
+                [[ -n ${rps[$r]:-} ]] || continue
+                ratio=$(ratio_of "${rps[$r]}" "${rps[$d]}")
+                printf '| %-8s | %-10s | %12s | %6s | %15s | %17s | %19s | %9s |\n' \
+                    "${test^^} P$pipeline" "$name" "${rps[$r]}" "$ratio" "${p50[$r]}/${p99[$r]}" "${cpu[$r]}" \
+                    "${cpu[$p]}" "$(ratio_of "${cpu[$p]}" "${cpu[$r]}")"
+            done
         done
     done
     echo
@@ -362,7 +481,15 @@ run_memory() {
 run_throughput() {
     start_cluster
     [[ $direct_only == 1 ]] || start_proxy
-    local pipeline n test
+    if [[ $direct_only == 0 && $reference == 1 ]]; then
+        if [[ -n $nutcracker_bin ]]; then
+            start_nutcracker
+        else
+            log "nutcracker (twemproxy) not installed; no reference run with it (apt-get install nutcracker)"
+        fi
+        [[ -z $predixy_bin ]] || start_predixy
+    fi
+    local pipeline n test name
     for pipeline in 1 16; do
         n=$requests_p1
         [[ $pipeline == 16 ]] && n=$requests_p16
@@ -370,9 +497,13 @@ run_throughput() {
             bench direct "$test" "$pipeline" "$n"
             [[ $direct_only == 1 ]] || bench proxy "$test" "$pipeline" "$n"
             [[ $direct_only == 1 || $unix == 0 ]] || bench unix "$test" "$pipeline" "$n"
+            for name in nutcracker predixy; do
+                [[ -z ${ref_pid[$name]:-} ]] || bench "$name" "$test" "$pipeline" "$n"
+            done
         done
     done
     print_table
+    print_reference_table
     [[ $direct_only == 1 ]] || run_multikey
     memtier
 }
