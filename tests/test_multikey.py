@@ -318,15 +318,16 @@ def test_smove_across_slots_under_concurrency_loses_and_duplicates_nothing(proxy
 
 def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster, clean):
     """A proxy whose slot map is stale: each stage of RENAME (read), SMOVE (take, two pipelined
-    commands) and SUNIONSTORE (write) meets a MOVED, follows it, and the client sees none."""
+    commands), SUNIONSTORE (write) and PFMERGE (the run over copies) meets a MOVED, follows it,
+    and the client sees none."""
     from test_ops import value
     from test_sessions import move_slot
 
     # One proxy per command: the first MOVED refreshes the whole map.
-    stale = [proxy_factory("--refresh-interval-ms", "60000", metrics=True) for _ in range(3)]
+    stale = [proxy_factory("--refresh-interval-ms", "60000", metrics=True) for _ in range(4)]
     clients = [p.client() for p in stale]
     assert all(c.ping() for c in clients)
-    tags = ["{mv1}", "{mv2}", "{mv3}"]
+    tags = ["{mv1}", "{mv2}", "{mv3}", "{mv4}"]
     homes = {t: cluster.node_for_key(t) for t in tags}
     for t in tags:
         move_slot(cluster, cluster.keyslot(t), next(m for m in cluster.masters() if m != homes[t]))
@@ -335,18 +336,81 @@ def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster,
         owner["{mv1}"].set("{mv1}src", "v")
         owner["{mv2}"].sadd("{mv2}set", "m")
         moved = [lambda p=p: value(p.metrics(), "slotway_redirects_total", kind="moved") for p in stale]
-        assert [m() for m in moved] == [0, 0, 0]
+        assert [m() for m in moved] == [0, 0, 0, 0]
         assert clients[0].rename("{mv1}src", "mv:renamed") is True
         assert clients[1].smove("{mv2}set", "mv:set", "m") is True
         assert clients[2].sunionstore("{mv3}dst", "mv:set", "mv:missing") == 1
-        assert [m() for m in moved] == [1, 1, 1]
+        clients[3].pfadd("mv:hll", "a", "b")
+        assert clients[3].pfmerge("{mv4}hll", "mv:hll") is True
+        assert [m() for m in moved] == [1, 1, 1, 1]
         c = clients[0]
         assert c.get("mv:renamed") == "v" and c.exists("{mv1}src", "{mv2}set") == 0
         assert owner["{mv3}"].smembers("{mv3}dst") == {"m"}
+        assert owner["{mv4}"].pfcount("{mv4}hll") == 2
     finally:
         cluster.flushall()
         for t in tags:
             move_slot(cluster, cluster.keyslot(t), homes[t])
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_commands_run_on_copies_across_slots_match_a_single_node(proxy, standalone, cluster, clean, protocol):
+    """ZUNION, ZINTER, ZDIFF, LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE and GEORADIUS ... STORE
+    over keys of different masters: run by a node over copies, so replies (scores as the node
+    prints them, errors) are the node's own, and no copy is left behind."""
+    k = spread_keys(cluster, "cp", per_master=4)
+    # Keys k[0..3] are on one master, k[4..7] on a second, k[8..11] on the third.
+    z0, z1, s3, zdst = k[0], k[4], k[8], k[10]
+    str1, str2, h1, h2, h3 = k[1], k[5], k[2], k[6], k[9]
+    g, gdst, gdst2 = k[3], k[7], k[11]
+    missing = "cp:missing"
+    script = [
+        ["ZADD", z0, "1.1", "a", "2.5", "b", "0.1", "c", "1e300", "x"],
+        ["ZADD", z1, "3", "b", "0.2", "c", "-4", "d", "1e300", "x"],
+        ["SADD", s3, "a", "b", "e"],
+        ["SET", str1, "ohmytext"], ["SET", str2, "mynewtext"],
+        ["ZUNION", "3", z0, z1, s3, "WITHSCORES"],
+        ["ZUNION", "2", z0, z1, "WEIGHTS", "2", "0.5", "AGGREGATE", "MAX", "WITHSCORES"],
+        ["ZUNION", "2", z0, z1],
+        ["ZINTER", "2", z0, z1, "WITHSCORES"],
+        ["ZINTER", "3", z0, s3, z1, "AGGREGATE", "MIN", "WITHSCORES"],
+        ["ZDIFF", "2", z0, z1, "WITHSCORES"],
+        ["ZDIFF", "3", s3, z0, missing],
+        ["ZUNION", "2", z0, missing, "WITHSCORES"],
+        ["ZINTER", "2", z0, str1],
+        ["ZUNION", "2", z0, z1, "WEIGHTS", "1"],
+        ["ZUNION", "2", z0, z1, "AGGREGATE", "avg"],
+        ["LCS", str1, str2], ["LCS", str1, str2, "LEN"],
+        ["LCS", str1, str2, "IDX", "MINMATCHLEN", "2", "WITHMATCHLEN"],
+        ["LCS", str1, missing], ["LCS", str1, z0],
+        ["PFADD", h1, "a", "b", "c"], ["PFADD", h2, "c", "d", "e"], ["PFADD", h3, "x"],
+        ["PFMERGE", h3, h1, h2], ["PFCOUNT", h3],
+        ["PFMERGE", zdst, h1, missing], ["PFCOUNT", zdst], ["DEL", zdst],
+        ["PFMERGE", h3, str1],
+        ["ZRANGESTORE", zdst, z0, "0", "-1"], ["ZRANGE", zdst, "0", "-1", "WITHSCORES"],
+        ["ZRANGESTORE", zdst, z1, "(0", "+inf", "BYSCORE", "LIMIT", "0", "1"],
+        ["ZRANGE", zdst, "0", "-1", "WITHSCORES"],
+        ["ZRANGESTORE", zdst, missing, "0", "-1"], ["EXISTS", zdst],
+        ["ZRANGESTORE", zdst, str1, "0", "-1"],
+        ["GEOADD", g, "13.361389", "38.115556", "Palermo", "15.087269", "37.502669", "Catania"],
+        ["GEOSEARCHSTORE", gdst, g, "FROMLONLAT", "15", "37", "BYRADIUS", "200", "km", "ASC"],
+        ["ZRANGE", gdst, "0", "-1", "WITHSCORES"],
+        ["GEOSEARCHSTORE", gdst, g, "FROMMEMBER", "Palermo", "BYBOX", "400", "400", "km", "STOREDIST"],
+        ["ZRANGE", gdst, "0", "-1", "WITHSCORES"],
+        ["GEORADIUS", g, "15", "37", "200", "km", "STORE", gdst2],
+        ["GEORADIUSBYMEMBER", g, "Palermo", "300", "km", "STOREDIST", gdst2],
+        ["ZRANGE", gdst2, "0", "-1", "WITHSCORES"],
+        ["DBSIZE"],
+    ]
+    compare(proxy, standalone, script, protocol)
+    # The written keys are on their own masters, where a cluster client finds them.
+    owner = lambda key: cluster.node_client(cluster.node_for_key(key))  # noqa: E731
+    assert owner(h3).pfcount(h3) == 6
+    assert owner(gdst2).zrange(gdst2, 0, -1) == ["Palermo", "Catania"]
+    # No copy is left on any master, and the sources are untouched.
+    for m in cluster.masters():
+        assert cluster.node_client(m).keys("*slotway-copy*") == []
+    assert owner(z0).zscore(z0, "a") == 1.1 and owner(str2).get(str2) == "mynewtext"
 
 
 def test_mget_with_thousands_of_keys_keeps_order(proxy, clean):
@@ -363,9 +427,8 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("src", "m")
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
-    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["ZRANGESTORE", "dst", "src", "0", "-1"],
-                ["ZINTER", "2", "src", "dst"], ["PFMERGE", "a", "b"], ["ZUNION", "2", "src", "dst"],
-                ["LCS", "src", "dst"]):
+    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SORT", "src", "STORE", "dst"],
+                ["EVAL", "return redis.call('DEL', KEYS[2])", "2", "src", "dst"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)
     assert c.smembers("src") == {"m"} and c.smembers("dst") == {"n"}

@@ -7,6 +7,7 @@ use routing::split::{Merge, Split};
 use routing::{CommandSpec, Flags, Slot};
 
 use crate::config::{Config, UnknownCommands};
+use crate::copies::Copies;
 use crate::error::ProxyError;
 
 /// Bits of a SCAN cursor that say which master it belongs to (up to 1024 masters).
@@ -67,6 +68,11 @@ pub enum Finish {
     Store(routing::split::Destination),
     /// The destination write of a store command; the set has this many members.
     Stored(usize),
+    /// ZUNION, LCS, PFMERGE...: the parts are `DUMP`s of the keys outside the home slot; then
+    /// the command runs there over copies (`copies`).
+    Copies(Box<Copies>),
+    /// The run over copies; its reply is the answer.
+    CopiesRan(Box<Copies>),
 }
 
 /// What to do with one request.
@@ -98,6 +104,9 @@ pub enum Plan {
     Rename,
     /// SMOVE between sets of two slots (see `session::smove`).
     SetMove,
+    /// ZUNION, LCS, PFMERGE... over keys of several slots: run on one node over copies of
+    /// the others (see `copies`).
+    OnCopies(Copies),
     /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
     BlockingRead,
     /// PUBLISH: sent to the first master (where every Slotway instance subscribes its
@@ -308,6 +317,9 @@ pub fn plan(
         KeySlot::Many => {
             return match routing::split::split(spec.name, req) {
                 Some(split) => Ok(Plan::Split(split)),
+                None if crate::copies::runs_on_copies(spec.name) => {
+                    Ok(Plan::OnCopies(Copies::plan(spec, req)?))
+                }
                 None => Err(ProxyError::CrossSlot(spec.name)),
             };
         }
@@ -524,7 +536,11 @@ mod tests {
         ));
         assert!(matches!(
             plan_of(&["PFMERGE", "a", "b"]),
-            Err(ProxyError::CrossSlot("pfmerge"))
+            Ok(Plan::OnCopies(_))
+        ));
+        assert!(matches!(
+            plan_of(&["SORT", "a", "STORE", "b"]),
+            Err(ProxyError::CrossSlot("sort"))
         ));
         assert!(matches!(
             plan_of(&["MSETNX", "a", "1", "b", "2"]),

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod copies;
 pub mod dispatch;
 pub mod error;
 pub mod listener;

@@ -576,6 +576,14 @@ impl Session {
                 Err(e) => self.fail_new(e),
             },
             Plan::SetMove => self.later(Later::SetMove(smove::SetMove::parse(&req))),
+            Plan::OnCopies(copies) => {
+                let parts = copies
+                    .reads()
+                    .into_iter()
+                    .map(|(read, slot)| (Pending::new(read, Target::Slot(slot)), None))
+                    .collect();
+                self.start_gather(req, parts, Merge::Same, Finish::Copies(Box::new(copies)));
+            }
             Plan::Rename => {
                 match rename::Rename::parse(spec.map_or("", |s| s.name), &req, self.client.db) {
                     Ok(r) => self.later(Later::Rename(r)),
@@ -1010,6 +1018,11 @@ impl Session {
     /// Every part of the gathered entry `seq` (at queue index `idx`) has answered: answer the
     /// client or, for a store command whose sources merged into a set, write it.
     fn gather_done(&mut self, seq: u64, idx: usize) {
+        if let Some(Entry::Gather(g)) = self.queue.get(idx) {
+            if matches!(g.finish, Finish::Copies(_)) {
+                return self.run_on_copies(seq, idx);
+            }
+        }
         let store = match self.queue.get(idx) {
             Some(Entry::Gather(g)) => match &g.finish {
                 Finish::Store(dst) => Some(dst.clone()),
@@ -1023,6 +1036,37 @@ impl Session {
                 self.store_merged(seq, idx, frame, dst)
             }
             _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
+        }
+    }
+
+    /// The keys outside the home slot of entry `seq` (queue index `idx`) have been read: run
+    /// the command over copies of them (`copies`), or answer a failed read.
+    fn run_on_copies(&mut self, seq: u64, idx: usize) {
+        let prefix = format!(
+            "{}:{}:{seq}",
+            self.shared.run_id.get(..12).unwrap_or_default(),
+            self.client.id
+        );
+        let version = self.client.version;
+        let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
+            return;
+        };
+        let Finish::Copies(copies) = std::mem::replace(&mut g.finish, Finish::AsIs) else {
+            return;
+        };
+        let dumps = g
+            .parts
+            .iter_mut()
+            .map(|(_, reply)| pop::decode(&reply.take().unwrap_or_default()))
+            .collect();
+        match copies.run(dumps, &prefix, version) {
+            Ok((run, home)) => {
+                g.parts = vec![(Pending::new(run, Target::Slot(home)), None)];
+                g.remaining = 1;
+                g.finish = Finish::CopiesRan(copies);
+                self.send(seq, 0, None);
+            }
+            Err(frame) => self.queue[idx] = Entry::Done(encode(&frame, version)),
         }
     }
 
@@ -1053,6 +1097,8 @@ impl Session {
         match &g.finish {
             Finish::AsIs | Finish::Wait | Finish::Store(..) => g.merge.merge(frames),
             Finish::Stored(size) => store::stored_answer(frames.pop(), *size),
+            Finish::Copies(_) => g.merge.merge(frames),
+            Finish::CopiesRan(copies) => copies.answer(frames.pop().unwrap_or(Frame::Null)),
             Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
                 let masters = self.shared.topology.routes().masters().len();
@@ -1474,7 +1520,7 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::SetMove | Plan::BlockingRead) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::SetMove | Plan::OnCopies(_) | Plan::BlockingRead) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),

@@ -40,6 +40,30 @@ impl Slot {
     pub fn get(self) -> u16 {
         self.0
     }
+
+    /// A short hash tag of this slot: `{tag}anything` is a key of this slot. The tag is the
+    /// smallest decimal number whose CRC16 falls in the slot (a table built on first use, from
+    /// about 150,000 hashes).
+    pub fn tag(self) -> u32 {
+        static TAGS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+        let tags = TAGS.get_or_init(|| {
+            let mut tags = vec![u32::MAX; Slot::COUNT];
+            let mut missing = Slot::COUNT;
+            let mut n: u32 = 0;
+            while missing > 0 {
+                let slot = Slot::for_key(n.to_string().as_bytes());
+                if let Some(t) = tags.get_mut(usize::from(slot.0)) {
+                    if *t == u32::MAX {
+                        *t = n;
+                        missing -= 1;
+                    }
+                }
+                n += 1;
+            }
+            tags
+        });
+        tags.get(usize::from(self.0)).copied().unwrap_or_default()
+    }
 }
 
 /// The part of `key` that is hashed: the hash tag if there is a non-empty one, else the key.
@@ -69,6 +93,17 @@ mod tests {
             0x31C3
         );
         assert_eq!(Slot::for_key(b"123456789").get(), 0x31C3 & 16383);
+    }
+
+    #[test]
+    fn every_slot_has_a_tag_of_its_own() {
+        for n in 0..Slot::COUNT as u16 {
+            let slot = Slot(n);
+            let key = format!("{{{}}}copy:1", slot.tag());
+            assert_eq!(Slot::for_key(key.as_bytes()), slot, "{key}");
+        }
+        // `CLUSTER KEYSLOT 3560` is 0 on a real node.
+        assert_eq!(Slot(0).tag(), 3560);
     }
 
     #[test]
