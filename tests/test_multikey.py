@@ -355,8 +355,8 @@ def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster,
 
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_commands_run_on_copies_across_slots_match_a_single_node(proxy, standalone, cluster, clean, protocol):
-    """ZUNION, ZINTER, ZDIFF, LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE and GEORADIUS ... STORE
-    over keys of different masters: run by a node over copies, so replies (scores as the node
+    """ZUNION, ZINTER, ZDIFF, LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE, GEORADIUS ... STORE and
+    SORT ... STORE over keys of different masters: run by a node over copies, so replies (scores as the node
     prints them, errors) are the node's own, and no copy is left behind."""
     k = spread_keys(cluster, "cp", per_master=4)
     # Keys k[0..3] are on one master, k[4..7] on a second, k[8..11] on the third.
@@ -400,6 +400,12 @@ def test_commands_run_on_copies_across_slots_match_a_single_node(proxy, standalo
         ["GEORADIUS", g, "15", "37", "200", "km", "STORE", gdst2],
         ["GEORADIUSBYMEMBER", g, "Palermo", "300", "km", "STOREDIST", gdst2],
         ["ZRANGE", gdst2, "0", "-1", "WITHSCORES"],
+        ["RPUSH", str2 + "l", "3", "1", "2", "b", "a"],
+        ["SORT", s3, "ALPHA", "DESC", "STORE", zdst], ["LRANGE", zdst, "0", "-1"],
+        ["SORT", z1, "BY", "nosort", "STORE", zdst], ["LRANGE", zdst, "0", "-1"],
+        ["SORT", z0, "LIMIT", "1", "2", "ALPHA", "STORE", zdst], ["LRANGE", zdst, "0", "-1"],
+        ["SORT", str2 + "l", "STORE", zdst], ["SORT", missing, "STORE", zdst], ["EXISTS", zdst],
+        ["SORT", str1, "STORE", zdst],
         ["DBSIZE"],
     ]
     compare(proxy, standalone, script, protocol)
@@ -427,7 +433,7 @@ def test_msetnx_and_multislot_commands_are_refused_without_writing(proxy, cluste
     c.sadd("src", "m")
     c.sadd("dst", "n")
     assert cluster.keyslot("src") != cluster.keyslot("dst")
-    for cmd in (["MSETNX", "a1", "1", "b1", "2"], ["SORT", "src", "STORE", "dst"],
+    for cmd in (["MSETNX", "a1", "1", "b1", "2"],
                 ["EVAL", "return redis.call('DEL', KEYS[2])", "2", "src", "dst"]):
         with pytest.raises(redis.ResponseError, match="same slot"):
             c.execute_command(*cmd)

@@ -1,5 +1,5 @@
 //! Cross-slot commands that run on one node over copies of their keys: ZUNION, ZINTER, ZDIFF,
-//! LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE and GEORADIUS[BYMEMBER] ... STORE.
+//! LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE, GEORADIUS[BYMEMBER] ... STORE and SORT ... STORE.
 //!
 //! These read several keys and write at most one, and their answers (scores summed in the
 //! node's order and printed as the node prints them, LCS matches, HyperLogLog registers) are
@@ -59,6 +59,7 @@ pub fn runs_on_copies(name: &str) -> bool {
             | "geosearchstore"
             | "georadius"
             | "georadiusbymember"
+            | "sort"
     )
 }
 
@@ -84,9 +85,9 @@ impl Copies {
         routing::keys::for_each_key(spec, req, |i| keys.push(i)).map_err(ProxyError::Keys)?;
         let slot_of = |i: usize| Slot::for_key(req.arg(i).unwrap_or_default());
         let home = match spec.name {
-            // The written key: the destination first, or GEORADIUS's STORE key last.
+            // The written key: the destination first, or the STORE key last.
             "pfmerge" | "zrangestore" | "geosearchstore" => keys.first().map(|&i| slot_of(i)),
-            "georadius" | "georadiusbymember" => keys.last().map(|&i| slot_of(i)),
+            "georadius" | "georadiusbymember" | "sort" => keys.last().map(|&i| slot_of(i)),
             // A read: where most keys are (the first such slot), so the fewest are copied.
             _ => {
                 let slots: Vec<Slot> = keys.iter().map(|&i| slot_of(i)).collect();
@@ -228,6 +229,9 @@ mod tests {
         // "a" is copied once; "{dst}b" already shares the destination's slot.
         assert_eq!(c.foreign, vec![Bytes::from("a")]);
         let c = plan(&["GEORADIUS", "src", "0", "0", "1", "km", "STORE", "dst"]);
+        assert_eq!(c.home, Slot::for_key(b"dst"));
+        assert_eq!(c.foreign, vec![Bytes::from("src")]);
+        let c = plan(&["SORT", "src", "LIMIT", "0", "1", "ALPHA", "STORE", "dst"]);
         assert_eq!(c.home, Slot::for_key(b"dst"));
         assert_eq!(c.foreign, vec![Bytes::from("src")]);
         let c = plan(&["ZRANGESTORE", "dst", "src", "0", "-1"]);

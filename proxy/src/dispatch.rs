@@ -104,7 +104,7 @@ pub enum Plan {
     Rename,
     /// SMOVE between sets of two slots (see `session::smove`).
     SetMove,
-    /// ZUNION, LCS, PFMERGE... over keys of several slots: run on one node over copies of
+    /// ZUNION, LCS, PFMERGE, SORT ... STORE... over keys of several slots: run on one node over copies of
     /// the others (see `copies`).
     OnCopies(Copies),
     /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
@@ -540,7 +540,11 @@ mod tests {
         ));
         assert!(matches!(
             plan_of(&["SORT", "a", "STORE", "b"]),
-            Err(ProxyError::CrossSlot("sort"))
+            Ok(Plan::OnCopies(_))
+        ));
+        assert!(matches!(
+            plan_of(&["EVAL", "return 1", "2", "a", "b"]),
+            Err(ProxyError::CrossSlot("eval"))
         ));
         assert!(matches!(
             plan_of(&["MSETNX", "a", "1", "b", "2"]),
