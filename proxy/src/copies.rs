@@ -22,29 +22,29 @@ use routing::{CommandSpec, Slot};
 
 use crate::error::ProxyError;
 
-/// Restores the copies `KEYS` from the payloads `ARGV[1..#KEYS]`, runs the command in the
-/// rest of `ARGV`, deletes the copies, and returns the command's reply (errors included).
-const RUN_RESP2: &[u8] = b"local n = #KEYS \
-for i = 1, n do \
-local r = redis.pcall('RESTORE', KEYS[i], 0, ARGV[i], 'REPLACE') \
-if type(r) == 'table' and r.err then \
-if i > 1 then redis.call('DEL', unpack(KEYS, 1, i - 1)) end \
-return r end end \
-local reply = redis.pcall(unpack(ARGV, n + 1)) \
-if n > 0 then redis.call('DEL', unpack(KEYS)) end \
-return reply";
+/// The script's text: restores the copies `KEYS` from the payloads `ARGV[1..#KEYS]`, runs the
+/// command in the rest of `ARGV`, deletes the copies, and returns the command's reply (errors
+/// included).
+macro_rules! run_script {
+    () => {
+        "local n = #KEYS \
+         for i = 1, n do \
+         local r = redis.pcall('RESTORE', KEYS[i], 0, ARGV[i], 'REPLACE') \
+         if type(r) == 'table' and r.err then \
+         if i > 1 then redis.call('DEL', unpack(KEYS, 1, i - 1)) end \
+         return r end end \
+         local reply = redis.pcall(unpack(ARGV, n + 1)) \
+         if n > 0 then redis.call('DEL', unpack(KEYS)) end \
+         return reply"
+    };
+}
 
-/// [`RUN_RESP2`] on a RESP3 connection: the command's reply keeps its RESP3 types (maps,
+/// The script for a RESP2 connection.
+const RUN_RESP2: &[u8] = run_script!().as_bytes();
+
+/// The script for a RESP3 connection: the command's reply keeps its RESP3 types (maps,
 /// doubles) through the script.
-const RUN_RESP3: &[u8] = b"redis.setresp(3) local n = #KEYS \
-for i = 1, n do \
-local r = redis.pcall('RESTORE', KEYS[i], 0, ARGV[i], 'REPLACE') \
-if type(r) == 'table' and r.err then \
-if i > 1 then redis.call('DEL', unpack(KEYS, 1, i - 1)) end \
-return r end end \
-local reply = redis.pcall(unpack(ARGV, n + 1)) \
-if n > 0 then redis.call('DEL', unpack(KEYS)) end \
-return reply";
+const RUN_RESP3: &[u8] = concat!("redis.setresp(3) ", run_script!()).as_bytes();
 
 /// True for the commands served this way when their keys span slots.
 pub fn runs_on_copies(name: &str) -> bool {
@@ -90,16 +90,16 @@ impl Copies {
             "georadius" | "georadiusbymember" | "sort" => keys.last().map(|&i| slot_of(i)),
             // A read: where most keys are (the first such slot), so the fewest are copied.
             _ => {
-                let slots: Vec<Slot> = keys.iter().map(|&i| slot_of(i)).collect();
-                slots
-                    .iter()
-                    .max_by_key(|s| {
-                        // Ties go to the earliest slot: count, then prefer lower position.
-                        let count = slots.iter().filter(|t| t == s).count();
-                        let first = slots.iter().position(|t| t == *s).unwrap_or(0);
-                        (count, std::cmp::Reverse(first))
-                    })
-                    .copied()
+                let mut counts: Vec<(Slot, usize)> = Vec::new();
+                for &i in &keys {
+                    let slot = slot_of(i);
+                    match counts.iter_mut().find(|(s, _)| *s == slot) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((slot, 1)),
+                    }
+                }
+                // `max_by_key` keeps the last of equals: reversed, a tie goes to the first slot.
+                counts.iter().rev().max_by_key(|(_, n)| *n).map(|(s, _)| *s)
             }
         };
         let Some(home) = home else {
