@@ -1018,30 +1018,28 @@ impl Session {
     /// Every part of the gathered entry `seq` (at queue index `idx`) has answered: answer the
     /// client or, for a store command whose sources merged into a set, write it.
     fn gather_done(&mut self, seq: u64, idx: usize) {
-        if let Some(Entry::Gather(g)) = self.queue.get(idx) {
-            if matches!(g.finish, Finish::Copies(_)) {
-                return self.run_on_copies(seq, idx);
-            }
-        }
-        let store = match self.queue.get(idx) {
+        let (store, copies) = match self.queue.get(idx) {
             Some(Entry::Gather(g)) => match &g.finish {
-                Finish::Store(dst) => Some(dst.clone()),
-                _ => None,
+                Finish::Store(dst) => (Some(dst.clone()), false),
+                Finish::Copies(_) => (None, true),
+                _ => (None, false),
             },
-            _ => None,
+            _ => (None, false),
         };
         let frame = self.gathered_reply(idx);
-        match store {
-            Some(dst) if !matches!(frame, Frame::Error(_)) => {
+        match (store, frame) {
+            (_, Frame::Array(dumps)) if copies => self.run_on_copies(seq, idx, dumps),
+            (Some(dst), frame) if !matches!(frame, Frame::Error(_)) => {
                 self.store_merged(seq, idx, frame, dst)
             }
-            _ => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
+            (_, frame) => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
         }
     }
 
-    /// The keys outside the home slot of entry `seq` (queue index `idx`) have been read: run
-    /// the command over copies of them (`copies`), or answer a failed read.
-    fn run_on_copies(&mut self, seq: u64, idx: usize) {
+    /// The keys outside the home slot of entry `seq` (queue index `idx`) have been read
+    /// (`dumps`, one reply per read): run the command over copies of them (`copies`), or
+    /// answer a failed read.
+    fn run_on_copies(&mut self, seq: u64, idx: usize, dumps: Vec<Frame>) {
         let prefix = format!(
             "{}:{}:{seq}",
             self.shared.run_id.get(..12).unwrap_or_default(),
@@ -1054,11 +1052,6 @@ impl Session {
         let Finish::Copies(copies) = std::mem::replace(&mut g.finish, Finish::AsIs) else {
             return;
         };
-        let dumps = g
-            .parts
-            .iter_mut()
-            .map(|(_, reply)| pop::decode(&reply.take().unwrap_or_default()))
-            .collect();
         match copies.run(dumps, &prefix, version) {
             Ok((run, home)) => {
                 g.parts = vec![(Pending::new(run, Target::Slot(home)), None)];
@@ -1097,7 +1090,8 @@ impl Session {
         match &g.finish {
             Finish::AsIs | Finish::Wait | Finish::Store(..) => g.merge.merge(frames),
             Finish::Stored(size) => store::stored_answer(frames.pop(), *size),
-            Finish::Copies(_) => g.merge.merge(frames),
+            // Each read's reply, in order: `gather_done` runs the command over them.
+            Finish::Copies(_) => Frame::Array(frames),
             Finish::CopiesRan(copies) => copies.answer(frames.pop().unwrap_or(Frame::Null)),
             Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
