@@ -209,12 +209,13 @@ fn fanout(name: &str) -> Option<(Fan, Merge)> {
 }
 
 /// Plans one request. `spec` is the command (or subcommand) from the table, if known.
-/// `masters` is the number of masters in the current slot map (for SCAN cursors).
+/// `masters` counts the masters in the current slot map (for SCAN cursors), only for the few
+/// commands that need it.
 pub fn plan(
     req: &Request,
     spec: Option<&'static CommandSpec>,
     config: &Config,
-    masters: usize,
+    masters: &dyn Fn() -> usize,
 ) -> Result<Plan, ProxyError> {
     let Some(spec) = spec else {
         return plan_unknown(req, config.unknown_commands);
@@ -241,7 +242,7 @@ pub fn plan(
         });
     }
     match spec.name {
-        "scan" => return plan_scan(req, masters),
+        "scan" => return plan_scan(req, masters()),
         // Every Slotway instance subscribes its clients on the first master (by address), so
         // PUBLISH there counts them; the cluster bus carries the message to every other node,
         // whose channel subscribers are counted with PUBSUB NUMSUB.
@@ -269,7 +270,7 @@ pub fn plan(
     }
     if let Some((fan, mut merge)) = fanout(spec.name) {
         if let Merge::AnyNonNil { start } = &mut merge {
-            *start = random_index(masters);
+            *start = random_index(masters());
         }
         let finish = match spec.name {
             "script|load" => Finish::ScriptLoad(req.arg_bytes(2).unwrap_or_default()),
@@ -457,7 +458,7 @@ mod tests {
     fn plan_of(args: &[&str]) -> Result<Plan, ProxyError> {
         let req = Request::from_args(args.iter().map(|a| a.as_bytes()));
         let spec = routing::lookup(req.name(), req.arg(1));
-        plan(&req, spec, &Config::default(), 3)
+        plan(&req, spec, &Config::default(), &|| 3)
     }
 
     #[test]
@@ -582,7 +583,7 @@ mod tests {
         let req = Request::from_args(["FLUSHALL"]);
         let spec = routing::lookup(req.name(), None);
         assert!(matches!(
-            plan(&req, spec, &config, 3),
+            plan(&req, spec, &config, &|| 3),
             Err(ProxyError::Denied("flushall"))
         ));
     }

@@ -1091,12 +1091,13 @@ impl Meter {
         n
     }
 
-    /// `n` bytes were written to the client.
-    pub fn wrote(&mut self, n: usize) {
+    /// `n` bytes were written to the client. Returns `n`.
+    pub fn wrote(&mut self, n: usize) -> usize {
         self.shared.metrics.sent_bytes.inc_by(n as u64);
         if self.idle_timeout.is_some() {
             self.last_active = self.now();
         }
+        n
     }
 
     /// Completes when the client has been idle for `client_idle_timeout_ms` (never if 0).

@@ -3,10 +3,12 @@
 //! A session owns one `ReplyQueue`. Backend tasks push `(seq, part, reply)` into it and wake
 //! the session, which puts each reply into its ordered queue of requests. The queue is a
 //! mutex-guarded `VecDeque` that starts empty, so an idle client costs no reply buffer; the
-//! lock is held for a push or a drain only.
+//! lock is held for a push or a drain only, and the session sees that replies are waiting
+//! from a flag, without it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -62,6 +64,8 @@ pub enum ReplyTo {
 #[derive(Debug, Default)]
 pub struct ReplyQueue {
     items: Mutex<VecDeque<Delivery>>,
+    /// `!items.is_empty()`, kept under the lock, read without it.
+    filled: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -85,10 +89,11 @@ impl ReplyTo {
 impl ReplyQueue {
     /// Adds a delivery and wakes the session.
     pub fn push(&self, d: Delivery) {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(d);
+        {
+            let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+            items.push_back(d);
+            self.filled.store(true, Ordering::Release);
+        }
         self.waker.wake();
     }
 
@@ -117,13 +122,24 @@ impl ReplyQueue {
         }
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::swap(&mut *items, spare);
+        self.filled.store(false, Ordering::Release);
     }
 
-    /// Frees the queue's buffer if it is empty (an idle client keeps no capacity).
-    pub fn release(&self) {
+    /// Takes the queue's buffer if the queue is empty (an idle client keeps no capacity).
+    pub fn release(&self) -> VecDeque<Delivery> {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if items.is_empty() && items.capacity() > 0 {
-            *items = VecDeque::new();
+        if items.is_empty() {
+            std::mem::take(&mut *items)
+        } else {
+            VecDeque::new()
+        }
+    }
+
+    /// Gives the queue `buffer` (empty) to use if it has none.
+    pub fn install(&self, buffer: VecDeque<Delivery>) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.capacity() == 0 {
+            *items = buffer;
         }
     }
 
@@ -144,9 +160,6 @@ impl ReplyQueue {
     }
 
     fn is_empty(&self) -> bool {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.filled.load(Ordering::Acquire)
     }
 }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendConn, BackendError, Job, SUBSCRIBER_SEQ};
-use crate::config::{CrossSlotTransactions, Databases};
+use crate::config::{Config, CrossSlotTransactions, Databases};
 use crate::dispatch::{self, Fan, Finish, Plan, Target};
 use crate::error::{Close, ProxyError};
 use crate::listener::{Accepted, ClientRead, ClientWrite};
@@ -41,7 +41,9 @@ use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
 use crate::server::{ClientState, Shared};
 use crate::topology::{NodePool, Routes};
 use crate::transaction::{self, GroupOutcome};
+use buffers::Buffers;
 
+mod buffers;
 mod lmove;
 mod pop;
 mod rename;
@@ -311,6 +313,14 @@ impl Session {
         // task past a size class of the runtime's (measured: 1.72 instead of 1.82 KB per idle
         // client).
         let mut cancelled = Box::pin(shutdown.cancelled());
+        // Polled here once, which registers the task's waker with the token; after that only
+        // once the token is cancelled (each poll takes the token's lock). The registration
+        // stays, so cancelling still wakes the task.
+        std::future::poll_fn(|cx| {
+            let _ = cancelled.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         // True when decoding stopped at `max_pipeline` with complete requests possibly left in
         // `rbuf`: they must be decoded once there is room, not when the socket next has data.
         let mut held = false;
@@ -325,6 +335,8 @@ impl Session {
             }
             if held && !self.quitting && self.queue.len() < max_pipeline {
                 held = self.decode_all(&mut rbuf);
+                // A request decoded now may be at the head of the queue, to be started there.
+                self.flush_ready();
             }
             if !self.wbuf.is_empty() && !self.queue.is_empty() && !yielded {
                 // Some replies are ready, others are on their way (a pipeline spread over
@@ -354,6 +366,9 @@ impl Session {
                 // Wait for data before taking a buffer, so that an idle client holds none.
                 r = rd.readable(), if can_read => {
                     r?;
+                    if rbuf.capacity() == 0 && self.queue.capacity() == 0 {
+                        self.take_buffers(&mut rbuf);
+                    }
                     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
                         let more = if rbuf.is_empty() {
                             READ_CHUNK
@@ -379,7 +394,7 @@ impl Session {
                     self.meter.wrote(r?);
                     yielded = false;
                 }
-                () = &mut cancelled, if !self.closing => {
+                () = &mut cancelled, if !self.closing && shutdown.is_cancelled() => {
                     // Answer what the client has already sent before closing (shutdown.rs).
                     crate::shutdown::read_buffered(rd, &mut rbuf);
                     held = self.decode_all(&mut rbuf);
@@ -388,32 +403,72 @@ impl Session {
                 () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
             }
             self.flush_ready();
+            if !self.wbuf.is_empty() && (self.queue.is_empty() || yielded) && self.write_now(wr)? {
+                yielded = false;
+            }
             if self.meter.output_exceeded(self.wbuf.len()) {
                 return Ok(());
             }
             if self.queue.is_empty() && self.wbuf.is_empty() && rbuf.is_empty() {
-                // Idle: hold no buffers, so that thousands of idle clients cost little (the
-                // price is a few small allocations when the client speaks again).
-                rbuf = BytesMut::new();
-                self.wbuf = BytesMut::new();
-                self.queue = VecDeque::new();
-                self.spare = VecDeque::new();
-                self.replies.release();
+                // Idle: hold no buffers, so that thousands of idle clients cost little. They
+                // wait for the next session to wake on this thread (`buffers.rs`).
+                Buffers {
+                    rbuf: std::mem::take(&mut rbuf),
+                    wbuf: std::mem::take(&mut self.wbuf),
+                    queue: std::mem::take(&mut self.queue),
+                    spare: std::mem::take(&mut self.spare),
+                    replies: self.replies.release(),
+                }
+                .keep();
                 self.meter.release();
             }
         }
+    }
+
+    /// Writes the ready replies now if the socket takes them, rather than in the next turn's
+    /// `select!`: one poll, with a waker that does nothing (if the socket is full, that turn
+    /// waits for it). Returns true if anything was written.
+    fn write_now(&mut self, wr: &mut ClientWrite) -> std::io::Result<bool> {
+        let write = std::pin::pin!(wr.write_buf(&mut self.wbuf));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match write.poll(&mut cx) {
+            std::task::Poll::Ready(n) => Ok(self.meter.wrote(n?) > 0),
+            std::task::Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Takes the buffers an idle session left on this thread, if any, for those this session
+    /// has none of.
+    fn take_buffers(&mut self, rbuf: &mut BytesMut) {
+        let Some(b) = Buffers::take() else {
+            return;
+        };
+        if rbuf.capacity() == 0 {
+            *rbuf = b.rbuf;
+        }
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = b.wbuf;
+        }
+        if self.queue.capacity() == 0 {
+            self.queue = b.queue;
+        }
+        if self.spare.capacity() == 0 {
+            self.spare = b.spare;
+        }
+        self.replies.install(b.replies);
     }
 
     /// Decodes and starts the complete requests in `rbuf`, up to a batch and the pipeline cap.
     /// Returns true if it stopped early (more complete requests may be waiting in `rbuf`).
     fn decode_all(&mut self, rbuf: &mut BytesMut) -> bool {
         // Read per batch, not kept per session: SIGHUP may change the limits.
-        let limits = self.shared.config.protocol_limits();
+        let config = self.shared.config.get();
+        let limits = config.protocol_limits();
         for _ in 0..DECODE_BATCH {
             if self.quitting {
                 return false;
             }
-            if self.queue.len() >= self.shared.config.max_pipeline {
+            if self.queue.len() >= config.max_pipeline {
                 return true;
             }
             if self.queue.back().is_some_and(Entry::holds_pipeline) {
@@ -422,7 +477,7 @@ impl Session {
                 return true;
             }
             match protocol::decode_request(rbuf, &limits) {
-                Ok(Some(req)) => self.start(req),
+                Ok(Some(req)) => self.start(req, config),
                 Ok(None) => return false,
                 Err(e) => {
                     self.fail_new(ProxyError::Protocol(e));
@@ -438,7 +493,7 @@ impl Session {
     }
 
     /// Takes a new request: answers it, refuses it, or sends it on.
-    fn start(&mut self, req: Request) {
+    fn start(&mut self, req: Request, config: &Config) {
         let spec = routing::lookup(req.name(), req.arg(1));
         self.meter.start(self.next_seq(), spec, req.raw());
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
@@ -454,7 +509,7 @@ impl Session {
             Some("script|flush") => self.shared.scripts.clear(),
             _ => {}
         }
-        let renaming = self.renaming();
+        let renaming = self.renaming(config);
         let req = if renaming {
             self.rename_keys(req, spec)
         } else {
@@ -473,13 +528,13 @@ impl Session {
                 return;
             }
         }
-        let masters = self.shared.topology.routes().masters().len();
-        let namespaced = self.shared.config.databases == Databases::Namespaced;
+        let masters = || self.shared.topology.routes().masters().len();
+        let namespaced = config.databases == Databases::Namespaced;
         let plan = match spec.filter(|_| renaming).and_then(|spec| {
-            names::keyspace_plan(spec.name, &req, self.client.db, masters, namespaced)
+            names::keyspace_plan(spec.name, &req, self.client.db, masters(), namespaced)
         }) {
             Some(plan) => plan,
-            None => dispatch::plan(&req, spec, &self.shared.config, masters),
+            None => dispatch::plan(&req, spec, config, &masters),
         };
         let plan = match plan {
             Ok(plan) => plan,
@@ -1065,7 +1120,7 @@ impl Session {
 
     /// Merges a gathered entry's parts into the client's reply.
     fn gathered_reply(&mut self, idx: usize) -> Frame {
-        let renaming = self.renaming();
+        let renaming = self.renaming(&self.shared.config);
         let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
             return Frame::Null;
         };
@@ -1184,10 +1239,10 @@ impl Session {
 impl Session {
     /// True if client key names differ from stored names (co-location rules, or a database
     /// other than 0).
-    fn renaming(&self) -> bool {
+    fn renaming(&self, config: &Config) -> bool {
         self.shared.names.has_rules()
             || self.client.db > 0
-            || self.shared.config.databases == Databases::Namespaced
+            || config.databases == Databases::Namespaced
     }
 
     /// The request with every key replaced by its stored name.
@@ -1497,14 +1552,14 @@ impl Session {
     /// A command between MULTI and EXEC: checked and queued (`+QUEUED`), or refused, which
     /// makes EXEC answer EXECABORT as Redis does.
     fn queue_in_transaction(&mut self, req: Request, spec: Option<&'static routing::CommandSpec>) {
-        let masters = self.shared.topology.routes().masters().len();
+        let masters = || self.shared.topology.routes().masters().len();
         let plan = match spec.map(|s| s.name) {
             // Redis refuses them at EXEC ("isn't allowed for a DENY BLOCKING client").
             Some(
                 name @ ("subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
                 | "sunsubscribe"),
             ) => Ok(Plan::Local(name)),
-            _ => dispatch::plan(&req, spec, &self.shared.config, masters),
+            _ => dispatch::plan(&req, spec, &self.shared.config, &masters),
         };
         let slot = match plan {
             Ok(Plan::Forward(Target::Slot(s) | Target::Blocking(s))) => Ok(Some(s)),
