@@ -9,7 +9,8 @@ range deliberately avoids the ports other people use on a shared machine:
 * 17000-17005 (cluster bus of the quickstart cluster)
 * 30000-30999 (other engineers' ad-hoc redis-servers; their cluster bus ports
   are 40000-40999, which is outside our range anyway)
-* 31000-31015 and 31100-31105 (benches/load.sh)
+* 31000-31015 and 31100-31105 (benches/load.sh), 31200-31208 and 31300-31305
+  (benches/instructions.sh)
 
 Within one pytest process a port is handed out at most once, so two servers
 started back to back never get the same port even before either has bound it.
