@@ -278,6 +278,30 @@ def test_pipelined_requests_run_in_order_around_blocking_commands(proxy, standal
     raw_compare(proxy, standalone, payload, timeout=2.0)
 
 
+def test_pipelined_writes_wait_for_the_last_step_of_the_commands_before_them(
+    proxy, standalone, cluster, clean
+):
+    """A store across slots writes its destination after reading its sources, a command over
+    copies runs after its DUMPs, a watched transaction's other groups commit after the watched
+    one: a write pipelined after such a command must still land after it, as on one node."""
+    assert len({cluster.node_for_key(k) for k in ["a", "b", "z"]}) == 3
+    payload = b"".join(command_bytes(*c) for c in [
+        ["SADD", "b", "1"], ["SUNIONSTORE", "a", "b", "z"], ["SADD", "a", "2"],
+        ["RPUSH", "z", "y", "x"], ["SORT", "z", "ALPHA", "STORE", "b"], ["RPUSH", "b", "w"],
+        ["PFADD", "z2", "e"], ["PFMERGE", "a2", "z2", "b2"], ["SET", "a2", "plain"],
+        ["WATCH", "a3"], ["MULTI"], ["SET", "a3", "1"], ["SET", "b3", "1"], ["SET", "z3", "1"],
+        ["EXEC"], ["SET", "b3", "2"], ["SET", "z3", "2"],
+        ["SMEMBERS", "a"], ["LRANGE", "b", "0", "-1"], ["GET", "a2"], ["MGET", "a3", "b3", "z3"],
+    ])
+    raw_compare(proxy, standalone, payload, timeout=2.0)
+    # What stays, read afterwards on its own connection.
+    c = proxy.client()
+    assert sorted(c.smembers("a")) == ["1", "2"]
+    assert c.lrange("b", 0, -1) == ["x", "y", "w"]
+    assert c.get("a2") == "plain"
+    assert c.mget("a3", "b3", "z3") == ["1", "2", "2"]
+
+
 def test_cross_slot_blmpop_and_blmove_block_until_an_element_arrives(proxy, clean):
     c = proxy.client(socket_timeout=10)
     result = {}

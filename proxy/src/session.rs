@@ -248,11 +248,20 @@ enum Later {
 impl Entry {
     /// True for a request the client's later requests must wait for: a blocking command, or a
     /// command the proxy carries out in several steps (a cross-slot pop, move or blocking read,
-    /// WAIT). One node runs a client's commands one at a time; these are the ones whose
-    /// execution could otherwise overlap the next ones.
+    /// WAIT), until its last step is sent: a store command's write, the run over copies, the
+    /// other groups of a transaction after its watched group. One node runs a client's
+    /// commands one at a time; these are the ones whose execution could otherwise overlap the
+    /// next ones (a later write to the destination would run before the store's own).
     fn holds_pipeline(&self) -> bool {
         match self {
             Entry::Waiting(p) => matches!(p.target, Target::Blocking(_)),
+            Entry::Gather(g) => matches!(g.finish, Finish::Store(_) | Finish::Copies(_)),
+            Entry::Exec(x) => {
+                x.groups.len() > 1
+                    && x.groups
+                        .first()
+                        .is_some_and(|(g, _, done)| g.watched && !done)
+            }
             Entry::Pop(_)
             | Entry::Move(_)
             | Entry::Rename(_)
