@@ -8,10 +8,12 @@ their order is a node's hashing detail). A difference also shows up in every lat
 reads the diverged key, so one bug fails loudly. Each sequence also goes as one pipeline, where
 a single node still runs the commands one after the other.
 
-Left out on purpose: OBJECT ENCODING (RENAME/COPY across slots go through DUMP/RESTORE, which
-may store a string with another encoding), EXPIRETIME and TTL (the clock), and what the README
-lists as refused (MSETNX and EVAL over several slots, multi-slot commands and DBSIZE inside
-MULTI): transactions here keep their keys in one slot.
+Transactions either keep to one slot, or span slots with single-key commands (split into one
+MULTI/EXEC per slot), sometimes after a WATCH; a few blocking commands with 10 ms timeouts are
+mixed in. Left out on purpose: OBJECT ENCODING (RENAME/COPY across slots go through
+DUMP/RESTORE, which may store a string with another encoding), EXPIRETIME and TTL (the clock),
+and what the README lists as refused (MSETNX and EVAL over several slots, multi-slot commands
+and DBSIZE inside MULTI).
 """
 
 from __future__ import annotations
@@ -121,17 +123,52 @@ def generators(rnd: random.Random, keys: list[str]):
     ]
 
 
+# Commands of one key, which a transaction over several slots may hold.
+SINGLE_KEY = {
+    "GET", "SET", "INCR", "INCRBY", "DECR", "APPEND", "SETNX", "GETSET", "GETDEL", "SETRANGE",
+    "STRLEN", "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "HSET", "HGET", "HDEL",
+    "HGETALL", "SADD", "SREM", "SMEMBERS", "ZADD", "ZSCORE", "ZINCRBY", "XADD", "XLEN", "PFADD",
+    "EXPIRE", "PERSIST", "TYPE",
+}
+
+
+def blocking(rnd: random.Random) -> list[str]:
+    """A blocking command with a 10 ms timeout, over keys of one or two slots."""
+    k1, k2 = rnd.choice(KEYS), rnd.choice(KEYS)
+    return rnd.choice([
+        ["BLPOP", k1, k2, "0.01"], ["BRPOP", k1, "0.01"], ["BZPOPMIN", k1, k2, "0.01"],
+        ["BLMOVE", k1, k2, "LEFT", "RIGHT", "0.01"], ["BRPOPLPUSH", k1, k2, "0.01"],
+        ["BLMPOP", "0.01", "2", k1, k2, "LEFT"], ["XREAD", "BLOCK", "10", "STREAMS", k1, k2, "0", "0"],
+    ])
+
+
 def sequence(seed: int, count: int) -> list[list[str]]:
-    """``count`` random commands (a MULTI ... EXEC/DISCARD block counts as several)."""
+    """``count`` random commands (a MULTI ... EXEC/DISCARD block counts as several).
+
+    Transactions either keep to one slot (any command), or span slots with commands of one
+    key each, sometimes after a WATCH.
+    """
     rnd = random.Random(seed)
     plain = generators(rnd, KEYS)
     in_tx = generators(rnd, TX_KEYS)
     commands: list[list[str]] = []
     while len(commands) < count:
-        if rnd.random() < 0.08:
-            body = [rnd.choice(in_tx)() for _ in range(rnd.randint(1, 4))]
+        roll = rnd.random()
+        if roll < 0.08:
+            if rnd.random() < 0.5:
+                body = [rnd.choice(in_tx)() for _ in range(rnd.randint(1, 4))]
+            else:
+                body = []
+                while len(body) < rnd.randint(1, 4):
+                    command = rnd.choice(plain)()
+                    if command[0] in SINGLE_KEY:
+                        body.append(command)
+                if rnd.random() < 0.5:
+                    commands.append(["WATCH", rnd.choice(KEYS)])
             end = ["EXEC"] if rnd.random() < 0.85 else ["DISCARD"]
             commands += [["MULTI"], *body, end]
+        elif roll < 0.09:
+            commands.append(blocking(rnd))
         else:
             commands.append(rnd.choice(plain)())
     return commands

@@ -302,6 +302,32 @@ def test_pipelined_writes_wait_for_the_last_step_of_the_commands_before_them(
     assert c.mget("a3", "b3", "z3") == ["1", "2", "2"]
 
 
+def test_watch_and_exec_run_after_the_clients_earlier_writes(proxy, standalone, clean):
+    """WATCH and the watched EXEC go on the client's own connection to the node, the writes
+    before them on the shared one: they must still run in the order sent. A write before
+    WATCH does not abort the transaction; a write between WATCH and EXEC does."""
+    payload = b"".join(
+        [command_bytes("SET", "w", i) for i in range(200)]
+        + [command_bytes(*c) for c in [["WATCH", "w"], ["MULTI"], ["INCR", "w"], ["EXEC"], ["WATCH", "w"]]]
+        + [command_bytes("SET", "w", 5) for _ in range(200)]
+        + [command_bytes(*c) for c in [["MULTI"], ["INCR", "w"], ["EXEC"], ["GET", "w"]]]
+    )
+    expected = b"+OK\r\n" * 200 + b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:200\r\n+OK\r\n"
+    expected += b"+OK\r\n" * 200 + b"+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n5\r\n"
+    assert standalone.raw(payload, expect=b"$1\r\n5\r\n") == expected
+    assert proxy.raw(payload, timeout=2.0, expect=b"$1\r\n5\r\n") == expected
+
+
+def test_cross_slot_xread_block_answers_wrongtype_as_one_node(proxy, standalone, cluster, clean):
+    assert cluster.keyslot("xs") != cluster.keyslot("b")
+    payload = b"".join(command_bytes(*c) for c in [
+        ["XADD", "xs", "1-1", "f", "v"], ["SET", "b", "x"],
+        ["XREAD", "BLOCK", "10", "STREAMS", "xs", "b", "0", "0"],
+        ["XREAD", "BLOCK", "10", "STREAMS", "b", "xs", "0", "0"],
+    ])
+    raw_compare(proxy, standalone, payload)
+
+
 def test_cross_slot_blmpop_and_blmove_block_until_an_element_arrives(proxy, clean):
     c = proxy.client(socket_timeout=10)
     result = {}

@@ -229,11 +229,17 @@ pub fn run(
 }
 
 /// A request started only once every request before it is answered, as one node would run
-/// it: blocking commands, and commands the proxy carries out in several steps.
+/// it: blocking commands, commands the proxy carries out in several steps, and what runs on
+/// the client's own connection to a node while its earlier requests went on the shared one
+/// (WATCH, and EXEC after WATCH), which could otherwise run before them.
 #[derive(Debug)]
 enum Later {
     /// A blocking command on one slot.
     Blocking(Pending),
+    /// WATCH, on the client's own connection.
+    Watch(Pending),
+    /// EXEC after WATCH: the watched group goes on the client's own connection.
+    Exec(Box<Exec>),
     Pop(pop::Pop),
     Move(lmove::Move),
     Rename(rename::Rename),
@@ -681,8 +687,12 @@ impl Session {
         };
         let seq = self.head_seq;
         match *later {
-            Later::Blocking(pending) => {
+            Later::Blocking(pending) | Later::Watch(pending) => {
                 self.queue.push_front(Entry::Waiting(pending));
+                self.send(seq, 0, None);
+            }
+            Later::Exec(x) => {
+                self.queue.push_front(Entry::Exec(x));
                 self.send(seq, 0, None);
             }
             Later::Pop(pop) => {
@@ -1536,11 +1546,9 @@ impl Session {
             ));
         }
         self.stateful().watch = Some(slot);
-        let seq = self.next_seq();
         let mut pending = Pending::new(req.clone(), Target::Slot(slot));
         pending.lane = Some(0);
-        self.queue.push_back(Entry::Waiting(pending));
-        self.send(seq, 0, None);
+        self.later(Later::Watch(pending));
     }
 
     /// Drops the client's watch on its node, if any (the reply is not needed).
@@ -1643,18 +1651,19 @@ impl Session {
         let first_only = groups.first().is_some_and(|(g, _, _)| g.watched);
         let n = groups.len();
         let seq = self.next_seq();
-        self.queue.push_back(Entry::Exec(Box::new(Exec {
+        let x = Box::new(Exec {
             groups,
             results: vec![None; total],
             waiting: if first_only { 1 } else { n },
             failed: None,
-        })));
+        });
         if first_only {
-            self.send(seq, 0, None);
-        } else {
-            for part in 0..n {
-                self.send(seq, part as u32, None);
-            }
+            // The watched group goes first, on the client's own connection.
+            return self.later(Later::Exec(x));
+        }
+        self.queue.push_back(Entry::Exec(x));
+        for part in 0..n {
+            self.send(seq, part as u32, None);
         }
     }
 

@@ -194,8 +194,9 @@ impl Session {
             .iter()
             .any(|f| !matches!(f, Frame::Null | Frame::NullArray | Frame::Error(_)));
         // Entries some node has delivered (XREADGROUP) must reach the client even if another
-        // part failed; without any, the first error is the answer.
-        let replies = if any_entries {
+        // part failed; without any, the first error is the answer. XREAD delivers nothing: as
+        // on one node, an error (a key that is not a stream) is the answer.
+        let replies = if any_entries && read.name != "xread" {
             replies
                 .into_iter()
                 .filter(|f| !matches!(f, Frame::Error(_)))
