@@ -117,9 +117,34 @@ def generators(rnd: random.Random, keys: list[str]):
         lambda: ["XADD", k(), f"{rnd.randint(1, 30)}-1", "f", v()], lambda: ["XLEN", k()],
         lambda: ["XRANGE", k(), "-", "+"], lambda: ["XDEL", k(), f"{rnd.randint(1, 30)}-1"],
         lambda: ["XREAD", "COUNT", "2", "STREAMS", k(), k(), "0", "0"],
+        # ranges, bits, geo, more stream and hash forms
+        lambda: ["ZRANGEBYSCORE", k(), rnd.choice(["-inf", "(1", "0"]), rnd.choice(["+inf", "3", "(5"])]
+        + rnd.choice([[], ["WITHSCORES"], ["LIMIT", "0", "2"]]),
+        lambda: ["ZRANGE", k(), "(0", "+inf", "BYSCORE", "LIMIT", "0", "2"],
+        lambda: ["ZRANGEBYLEX", k(), "-", rnd.choice(["+", "[n", "(o"])],
+        lambda: ["ZCOUNT", k(), "0", "+inf"], lambda: ["ZLEXCOUNT", k(), "-", "+"],
+        lambda: ["ZREMRANGEBYSCORE", k(), "-inf", i()], lambda: ["ZREVRANK", k(), member()],
+        lambda: ["ZMSCORE", k(), member(), member()], lambda: ["ZRANDMEMBER", k(), "0"],
+        lambda: ["HSTRLEN", k(), rnd.choice("fgh")], lambda: ["HINCRBYFLOAT", k(), "f", "0.5"],
+        lambda: ["HEXISTS", k(), rnd.choice("fgh")], lambda: ["HKEYS", k()], lambda: ["HVALS", k()],
+        lambda: ["BITPOS", k(), rnd.choice("01")], lambda: ["BITFIELD", k(), "INCRBY", "u8", "0", i()],
+        lambda: ["GEOADD", k(), "13.36", "38.11", rnd.choice(["pa", "ct"])],
+        lambda: ["GEODIST", k(), "pa", "ct"], lambda: ["GEOPOS", k(), "pa"],
+        lambda: ["GEOSEARCH", k(), "FROMLONLAT", "15", "37", "BYRADIUS", "300", "km", "ASC"],
+        lambda: ["GEOSEARCHSTORE", k(), k(), "FROMLONLAT", "15", "37", "BYRADIUS", "300", "km"],
+        lambda: ["XREVRANGE", k(), "+", "-", "COUNT", "2"], lambda: ["XTRIM", k(), "MAXLEN", "3"],
+        lambda: ["XGROUP", "CREATE", k(), "g", "0", "MKSTREAM"],
+        lambda: ["XREADGROUP", "GROUP", "g", "c", "COUNT", "2", "STREAMS", k(), ">"],
+        lambda: ["XACK", k(), "g", f"{rnd.randint(1, 30)}-1"], lambda: ["XPENDING", k(), "g"],
+        lambda: ["SINTERCARD", "3", k(), k(), k(), "LIMIT", "1"],
+        lambda: ["LPUSHX", k(), v()], lambda: ["RPUSHX", k(), v()], lambda: ["SRANDMEMBER", k(), "0"],
+        lambda: ["MSETNX", "{t}1", v(), "{t}2", v()], lambda: ["EXISTS", "{t}1", "{t}2", "{t}3"],
+        lambda: ["SET", k(), v(), "PXAT", "99999999999999"], lambda: ["GETEX", k(), "PXAT", "99999999999999"],
         # scripts, keyless
         lambda: ["EVAL", "return redis.call('GET', KEYS[1])", "1", k()],
-        lambda: ["ECHO", v()], lambda: ["PING"],
+        lambda: ["EVAL", "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('STRLEN', KEYS[1])", "1", k(), v()],
+        lambda: ["EVAL", "return redis.call('INCR', KEYS[1])", "1", k()],
+        lambda: ["ECHO", v()], lambda: ["PING"], lambda: ["DBSIZE"],
     ]
 
 
@@ -156,7 +181,9 @@ def sequence(seed: int, count: int) -> list[list[str]]:
         roll = rnd.random()
         if roll < 0.08:
             if rnd.random() < 0.5:
-                body = [rnd.choice(in_tx)() for _ in range(rnd.randint(1, 4))]
+                # DBSIZE needs every node: refused inside MULTI.
+                body = [c for c in (rnd.choice(in_tx)() for _ in range(4)) if c[0] != "DBSIZE"]
+                body = body[: rnd.randint(1, 4)] or [["PING"]]
             else:
                 body = []
                 while len(body) < rnd.randint(1, 4):
@@ -226,7 +253,7 @@ class RespConnection:
 
 
 # Replies whose element order is a node's hashing detail.
-UNORDERED = {"SMEMBERS", "SUNION", "SINTER", "SDIFF", "HGETALL"}
+UNORDERED = {"SMEMBERS", "SUNION", "SINTER", "SDIFF", "HGETALL", "HKEYS", "HVALS"}
 
 
 def unordered(command: list[str], reply):
