@@ -273,16 +273,35 @@ def test_random_command_sequences_match_a_single_node(
 ):
     """Pipelined, the client's later commands must not overtake the steps of a command the
     proxy carries out in several (a store's write, a run over copies, a pop, a move)."""
+    compare_sequence(proxy, standalone, cluster, sequence(seed, 2500), protocol, pipelined)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("seed", [4, 5])
+def test_random_command_sequences_in_a_namespaced_database_match_a_single_node(
+    proxy_factory, standalone, cluster, seed, protocol
+):
+    """With `databases: namespaced`, in database 1 every key is stored under a prefix: every
+    reply that names a key (pops, XREAD, errors about consumer groups, inside EXEC too) must
+    name the client's key."""
+    proxy = proxy_factory("--databases", "namespaced")
+    compare_sequence(
+        proxy, standalone, cluster, sequence(seed, 2500), protocol, pipelined=True, db=1
+    )
+
+
+def compare_sequence(proxy, standalone, cluster, commands, protocol, pipelined, db=0):
     masters = {cluster.node_for_key(k) for k in KEYS}
     assert len(masters) == 3, "the keys must span every master"
     cluster.flushall()
     standalone.client().flushall()
-    commands = sequence(seed, 2500)
     replies = []
     try:
         for endpoint in (standalone, proxy):
             conn = RespConnection(endpoint, protocol)
             try:
+                if db:
+                    assert conn.call(["SELECT", str(db)]) == "+OK"
                 if pipelined:
                     replies.append(conn.pipeline(commands))
                 else:

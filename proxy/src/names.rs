@@ -134,6 +134,45 @@ pub fn restore_reply(names: &KeyNames, db: u32, name: &str, frame: Frame) -> Fra
     }
 }
 
+/// An error reply with the stored key name it quotes mapped back to the client's: the
+/// consumer group errors of streams, `-NOGROUP No such key '<key>' or consumer group '<group>'`
+/// (XREADGROUP, XPENDING, XCLAIM, XGROUP, XINFO ...), the only Redis errors that quote a key.
+/// Anything else is returned as it is.
+pub fn restore_error(names: &KeyNames, db: u32, error: Bytes) -> Bytes {
+    const HEAD: &[u8] = b"-NOGROUP No such key '";
+    const TAIL: &[u8] = b"' or consumer group '";
+    let Some(rest) = error.strip_prefix(HEAD) else {
+        return error;
+    };
+    let Some(end) = memchr::memmem::find(rest, TAIL) else {
+        return error;
+    };
+    let Restored::Name(name) = names.restore(db, &rest[..end]) else {
+        return error;
+    };
+    let mut out = Vec::with_capacity(error.len());
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(&name);
+    out.extend_from_slice(&rest[end..]);
+    Bytes::from(out)
+}
+
+/// [`restore_reply`] for replies that name keys, [`restore_error`] for errors: one reply of a
+/// command `name` whose request had its keys rewritten (a reply inside EXEC's array).
+pub fn restore_in_reply(names: &KeyNames, db: u32, name: &str, reply: Frame) -> Frame {
+    match reply {
+        Frame::Error(text) => {
+            let mut error = Vec::with_capacity(text.len() + 1);
+            error.push(b'-');
+            error.extend_from_slice(&text);
+            let restored = restore_error(names, db, Bytes::from(error));
+            Frame::Error(restored.slice(1..))
+        }
+        reply if reply_has_keys(name) => restore_reply(names, db, name, reply),
+        reply => reply,
+    }
+}
+
 /// Keeps only the key names that match `pattern` (if any) in a KEYS or SCAN reply.
 pub fn keep_matching(frame: Frame, name: &str, pattern: Option<&[u8]>) -> Frame {
     let Some(pattern) = pattern else {
@@ -243,6 +282,34 @@ pub fn keyspace_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_group_errors_name_the_clients_key() {
+        let names = KeyNames::new(Vec::new());
+        let error = Bytes::from_static(
+            b"-NOGROUP No such key '__slotway_db1__:s' or consumer group 'g' in XREADGROUP\r\n",
+        );
+        assert_eq!(
+            restore_error(&names, 1, error),
+            &b"-NOGROUP No such key 's' or consumer group 'g' in XREADGROUP\r\n"[..]
+        );
+        // Other errors, and names of other databases, are left as they are.
+        let other = Bytes::from_static(b"-WRONGTYPE Operation against a key\r\n");
+        assert_eq!(restore_error(&names, 1, other.clone()), other);
+        let foreign =
+            Bytes::from_static(b"-NOGROUP No such key '__slotway_db2__:s' or consumer group 'g'");
+        assert_eq!(restore_error(&names, 1, foreign.clone()), foreign);
+        // Inside EXEC's array, as a frame.
+        let frame = Frame::Error(Bytes::from_static(
+            b"NOGROUP No such key '__slotway_db1__:s' or consumer group 'g'",
+        ));
+        assert_eq!(
+            restore_in_reply(&names, 1, "xpending", frame),
+            Frame::Error(Bytes::from_static(
+                b"NOGROUP No such key 's' or consumer group 'g'"
+            ))
+        );
+    }
 
     #[test]
     fn requests_and_replies_round_trip() {

@@ -141,6 +141,9 @@ struct Exec {
     waiting: usize,
     /// The first error that ends the transaction, if any.
     failed: Option<Frame>,
+    /// With key names rewritten (`names.rs`): each queued command's table name, so that key
+    /// names in its reply are mapped back. Empty otherwise.
+    commands: Vec<&'static str>,
 }
 
 /// A client's subscriptions.
@@ -1162,6 +1165,12 @@ impl Session {
             }
         }
         match &g.finish {
+            Finish::AsIs if renaming => {
+                // XREAD, LMPOP... split by slot name their keys.
+                let merged = g.merge.merge(frames);
+                let name = routing::lookup(g.req.name(), g.req.arg(1)).map_or("", |s| s.name);
+                names::restore_in_reply(&self.shared.names, self.client.db, name, merged)
+            }
             Finish::AsIs | Finish::Wait | Finish::Store(..) => g.merge.merge(frames),
             Finish::Stored(size) => store::stored_answer(frames.pop(), *size),
             // Each read's reply, in order: `gather_done` runs the command over them.
@@ -1226,7 +1235,12 @@ impl Session {
         loop {
             match self.queue.front() {
                 Some(Entry::Done(_)) => {
-                    if let Some(Entry::Done(bytes)) = self.queue.pop_front() {
+                    if let Some(Entry::Done(mut bytes)) = self.queue.pop_front() {
+                        if bytes.first() == Some(&b'-')
+                            && (self.client.db > 0 || self.shared.names.has_rules())
+                        {
+                            bytes = names::restore_error(&self.shared.names, self.client.db, bytes);
+                        }
                         self.wbuf.extend_from_slice(&bytes);
                         self.meter.done(self.head_seq, &bytes, &self.client);
                     }
@@ -1637,6 +1651,12 @@ impl Session {
             ));
         }
         let total = queued.commands.len();
+        let commands = if self.renaming(&self.shared.config) {
+            let name = |r: &Request| routing::lookup(r.name(), r.arg(1)).map_or("", |s| s.name);
+            queued.commands.iter().map(|(_, r)| name(r)).collect()
+        } else {
+            Vec::new()
+        };
         let groups: Vec<_> = groups
             .into_iter()
             .map(|g| {
@@ -1656,6 +1676,7 @@ impl Session {
             results: vec![None; total],
             waiting: if first_only { 1 } else { n },
             failed: None,
+            commands,
         });
         if first_only {
             // The watched group goes first, on the client's own connection.
@@ -1756,12 +1777,20 @@ impl Session {
         if x.waiting > 0 {
             return;
         }
+        let (names, db) = (&self.shared.names, self.client.db);
         let frame = match x.failed.take() {
             Some(f) => f,
             None => Frame::Array(
                 x.results
                     .iter_mut()
-                    .map(|r| r.take().unwrap_or(Frame::Null))
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let reply = r.take().unwrap_or(Frame::Null);
+                        match x.commands.get(i) {
+                            Some(name) => names::restore_in_reply(names, db, name, reply),
+                            None => reply,
+                        }
+                    })
                     .collect(),
             ),
         };
