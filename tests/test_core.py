@@ -205,6 +205,27 @@ def test_crossslot_commands_are_refused_clearly(proxy):
     assert c.smembers("cs:b") == {"2"}
 
 
+def test_arguments_whose_keys_cannot_be_read_answer_as_one_node(proxy, standalone):
+    """A bad numkeys, XREAD without STREAMS, MSET with a key and no value, PFMERGE with its
+    destination only: the node's own answers, inside MULTI too (where one node queues them
+    and fails them at EXEC)."""
+    standalone.client().flushall()
+    proxy.client().delete("dest", "k", "w", "y")
+    cmds = [
+        ["EVALSHA", "k", "v", "w"], ["FCALL", "k", "v", "w"], ["EVAL", "return 1", "x", "k"],
+        ["EVAL", "return 1", "3", "k"], ["XREAD", "k", "v", "w", "x", "y"],
+        ["MSET", "k", "v", "w", "x", "y"], ["MSETNX", "k", "v", "w"], ["PFMERGE", "dest"],
+        ["TYPE", "dest"], ["MULTI"], ["EVAL", "return 1", "x", "k"], ["SET", "k", "1"], ["EXEC"],
+    ]
+    payload = b"".join(
+        b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in c) for c in cmds
+    )
+    end = b"*2\r\n-ERR value is not an integer or out of range\r\n+OK\r\n"
+    theirs = standalone.raw(payload, expect=end)
+    assert theirs.endswith(end) and b"+string\r\n" in theirs
+    assert proxy.raw(payload, expect=end) == theirs
+
+
 def test_unknown_commands_are_routed_by_first_key(proxy, cluster):
     c = proxy.client()
     # Not in the table: routed to the owner of "mod:key", which refuses it as an unknown command.

@@ -287,9 +287,20 @@ pub fn plan(
             finish,
         });
     }
-    let slot = match key_slot(spec, req)? {
+    if matches!(spec.name, "mset" | "msetnx") && req.len().is_multiple_of(2) {
+        // A key without a value: one node refuses the arity before looking at slots.
+        return Err(ProxyError::WrongArity(spec.name));
+    }
+    let Ok(slot) = key_slot(spec, req) else {
+        // Arguments the command's key specs cannot read (a numkeys that is not a number, no
+        // STREAMS): a node finds no keys either and answers with its own error.
+        return Ok(Plan::Forward(Target::AnyMaster));
+    };
+    let slot = match slot {
         KeySlot::One(slot) => Some(slot),
-        KeySlot::None => None,
+        // The specs cannot read these arguments: a cluster node routes by the legacy key
+        // range then (`PFMERGE dest`).
+        KeySlot::None => legacy_slot(spec, req),
         KeySlot::Many
             if matches!(
                 spec.name,
@@ -330,6 +341,10 @@ pub fn plan(
         Some(slot) if blocking => Ok(Plan::Forward(Target::Blocking(slot))),
         Some(slot) => Ok(Plan::Forward(Target::Slot(slot))),
         None if node_independent(spec.name) => Ok(Plan::Forward(Target::AnyMaster)),
+        // A command that takes keys, given none its key specs can find (XREAD without
+        // STREAMS, PFMERGE with its destination only): a node answers it as a cluster node
+        // would, with its own error or a redirect to the key's owner, which is followed.
+        None if takes_keys(spec) => Ok(Plan::Forward(Target::AnyMaster)),
         None => Err(ProxyError::Unsupported {
             command: spec.name,
             reason: "keyless commands of this kind are not supported yet",
@@ -349,6 +364,20 @@ enum KeySlot {
     None,
     One(Slot),
     Many,
+}
+
+/// The slot of the first key of the command's legacy key range, if it has any here.
+fn legacy_slot(spec: &CommandSpec, req: &Request) -> Option<Slot> {
+    let mut first = None;
+    routing::keys::for_each_legacy_key(spec, req, |i| {
+        first = first.or(Some(i));
+    });
+    first.map(|i| Slot::for_key(req.arg(i).unwrap_or_default()))
+}
+
+/// True if the command has keys (in some argument forms).
+fn takes_keys(spec: &CommandSpec) -> bool {
+    spec.first_key > 0 || spec.key_specs.iter().any(|ks| !ks.not_key)
 }
 
 /// The one slot all keys of `req` hash to, or that there are none or several.

@@ -84,6 +84,24 @@ pub fn for_each_shard_channel(spec: &CommandSpec, request: &Request, mut f: impl
     }
 }
 
+/// The argument indexes of the keys of the command's legacy first / last / step triple (as in
+/// `COMMAND INFO`), within `request`'s arguments; none if they do not fit. A cluster node
+/// routes by these when the key specs do not fit the arguments: `PFMERGE dest` without
+/// sources is routed by `dest`, though `COMMAND GETKEYS` (and [`for_each_key`]) find no key.
+pub fn for_each_legacy_key(spec: &CommandSpec, request: &Request, f: impl FnMut(usize)) {
+    let argc = request.len() as i64;
+    let first = i64::from(spec.first_key);
+    let last = match i64::from(spec.last_key) {
+        last if last < 0 => argc + last,
+        last => last,
+    };
+    let step = usize::try_from(spec.step).unwrap_or(0);
+    if first < 1 || step == 0 || last >= argc || last < first {
+        return;
+    }
+    (first as usize..=last as usize).step_by(step).for_each(f);
+}
+
 /// The keys Redis's SORT key function finds: the sort key (argument 1) and the last
 /// `STORE <key>`, skipping the arguments of `LIMIT`, `GET` and `BY`.
 ///

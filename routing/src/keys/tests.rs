@@ -465,3 +465,18 @@ proptest::proptest! {
         for_each_shard_channel(spec, &request, |i| assert!(i >= 1 && i < all.len()));
     }
 }
+
+#[test]
+fn legacy_keys_route_what_the_specs_cannot_read() {
+    let legacy = |args: &[&str]| {
+        let mut out = Vec::new();
+        for_each_legacy_key(spec_of(args), &Request::from_args(args), |i| out.push(i));
+        out
+    };
+    // The sources' spec starts past the end: no keys by the specs, the destination by the
+    // legacy triple (1, -1, 1).
+    assert_eq!(keys(&["PFMERGE", "dest"]), Ok(vec![]));
+    assert_eq!(legacy(&["PFMERGE", "dest"]), [1]);
+    assert_eq!(legacy(&["MSET", "a", "1", "b", "2"]), [1, 3]);
+    assert_eq!(legacy(&["PING"]), Vec::<usize>::new());
+}
