@@ -284,7 +284,8 @@ def test_pipelined_writes_wait_for_the_last_step_of_the_commands_before_them(
     """A store across slots writes its destination after reading its sources, a command over
     copies runs after its DUMPs, a watched transaction's other groups commit after the watched
     one: a write pipelined after such a command must still land after it, as on one node."""
-    assert len({cluster.node_for_key(k) for k in ["a", "b", "z"]}) == 3
+    keys = ["a", "b", "z", "a2", "b2", "z2", "a3", "b3", "z3"]
+    assert len({cluster.keyslot(k) for k in keys}) == len(keys)
     payload = b"".join(command_bytes(*c) for c in [
         ["SADD", "b", "1"], ["SUNIONSTORE", "a", "b", "z"], ["SADD", "a", "2"],
         ["RPUSH", "z", "y", "x"], ["SORT", "z", "ALPHA", "STORE", "b"], ["RPUSH", "b", "w"],
