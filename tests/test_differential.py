@@ -9,8 +9,8 @@ reads the diverged key, so one bug fails loudly. Each sequence also goes as one 
 a single node still runs the commands one after the other.
 
 Transactions either keep to one slot, or span slots with single-key commands (split into one
-MULTI/EXEC per slot), sometimes after a WATCH; a few blocking commands with 10 ms timeouts are
-mixed in. Left out on purpose: OBJECT ENCODING (RENAME/COPY across slots go through
+MULTI/EXEC per slot), sometimes after a WATCH; a few blocking commands with 10 ms timeouts and
+a few HELLO 2 / HELLO 3 protocol switches are mixed in. Left out on purpose: OBJECT ENCODING (RENAME/COPY across slots go through
 DUMP/RESTORE, which may store a string with another encoding), EXPIRETIME and TTL (the clock),
 and what the README lists as refused (MSETNX and EVAL over several slots, multi-slot commands
 and DBSIZE inside MULTI).
@@ -196,6 +196,9 @@ def sequence(seed: int, count: int) -> list[list[str]]:
             commands += [["MULTI"], *body, end]
         elif roll < 0.09:
             commands.append(blocking(rnd))
+        elif roll < 0.095:
+            # The client changes protocol: replies before it keep the old one.
+            commands.append(["HELLO", rnd.choice(["2", "3"])])
         else:
             commands.append(rnd.choice(plain)())
     return commands
@@ -314,6 +317,8 @@ def compare_sequence(proxy, standalone, cluster, commands, protocol, pipelined, 
     differ = []
     queued: list[list[str]] = []
     for n, (command, mine, theirs) in enumerate(zip(commands, replies[1], replies[0])):
+        if command[0] == "HELLO":
+            continue  # the connection ids differ
         if command[0] == "MULTI":
             queued = []
         elif command[0] == "EXEC" and isinstance(mine, list) and isinstance(theirs, list):

@@ -319,6 +319,29 @@ def test_watch_and_exec_run_after_the_clients_earlier_writes(proxy, standalone, 
     assert proxy.raw(payload, timeout=2.0, expect=b"$1\r\n5\r\n") == expected
 
 
+def test_hello_in_a_pipeline_switches_protocol_between_two_replies(proxy, standalone, cluster, clean):
+    """Replies before HELLO keep the old protocol, those after it use the new one, blocking
+    commands (on a connection of the client's own) and merged replies included; writes on
+    either side of it run in order."""
+    assert cluster.keyslot("hx") != cluster.keyslot("hy")
+    payload = b"".join(command_bytes(*c) for c in [
+        ["BLPOP", "hx", "0.01"], ["SET", "hy", "1"], ["MGET", "hx", "hy"], ["HELLO", "3"],
+        ["BLPOP", "hx", "0.01"], ["DEL", "hy"], ["MGET", "hx", "hy"], ["HELLO", "2"],
+        ["BLPOP", "hx", "hy", "0.01"], ["MGET", "hx", "hy"],
+    ])
+    end = b"*2\r\n$-1\r\n$-1\r\n"
+    mine = proxy.raw(payload, timeout=2.0, expect=end)
+    theirs = standalone.raw(payload, timeout=2.0, expect=end)
+
+    def without_hello(raw: bytes) -> list[bytes]:
+        # HELLO's own reply carries the connection id: compare what surrounds it.
+        parts = raw.split(b"$7\r\nmodules\r\n*0\r\n")
+        return [p.rsplit(b"%7\r\n", 1)[0].rsplit(b"*14\r\n", 1)[0] for p in parts]
+
+    assert theirs.endswith(end) and b"_\r\n" in theirs
+    assert without_hello(mine) == without_hello(theirs)
+
+
 def test_cross_slot_xread_block_answers_wrongtype_as_one_node(proxy, standalone, cluster, clean):
     assert cluster.keyslot("xs") != cluster.keyslot("b")
     payload = b"".join(command_bytes(*c) for c in [

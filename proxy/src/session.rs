@@ -243,6 +243,10 @@ enum Later {
     Watch(Pending),
     /// EXEC after WATCH: the watched group goes on the client's own connection.
     Exec(Box<Exec>),
+    /// HELLO, RESET, SELECT: the replies before them keep the protocol and database they
+    /// were asked in, and the requests before them (on the connections of that protocol) run
+    /// before those after them.
+    Local(&'static str, Request),
     Pop(pop::Pop),
     Move(lmove::Move),
     Rename(rename::Rename),
@@ -510,6 +514,39 @@ impl Session {
         self.head_seq + self.queue.len() as u64
     }
 
+    /// Answers a command the proxy answers itself.
+    fn answer_local(&mut self, name: &'static str, req: &Request) {
+        let version = self.client.version;
+        match local::answer(name, req, &mut self.client, &self.shared) {
+            Ok((frame, after)) => {
+                self.push_done(encode(&frame, self.client.version));
+                if after == After::Close {
+                    self.closing = true;
+                    self.quitting = true;
+                }
+            }
+            Err(e) => self.fail_new(e),
+        }
+        if self.client.version != version {
+            self.protocol_changed();
+        }
+        if name == "client|setinfo" || name == "hello" {
+            self.client.publish();
+        }
+    }
+
+    /// After HELLO or RESET changed the client's protocol. The client's own connections
+    /// forward replies as their node encodes them, in the protocol they were opened with:
+    /// close them, so that the next blocking command opens one that speaks the new protocol.
+    /// Nothing is in flight on them (HELLO and RESET wait for the requests before them),
+    /// except under a WATCH, whose connection EXEC needs: those are kept (EXEC's reply is
+    /// decoded and encoded again anyway).
+    fn protocol_changed(&mut self) {
+        if let Some(st) = self.stateful.as_mut().filter(|st| st.watch.is_none()) {
+            st.dedicated.clear();
+        }
+    }
+
     /// Takes a new request: answers it, refuses it, or sends it on.
     fn start(&mut self, req: Request, config: &Config) {
         let spec = routing::lookup(req.name(), req.arg(1));
@@ -559,21 +596,12 @@ impl Session {
             Err(e) => return self.fail_new(e),
         };
         match plan {
-            Plan::Local(name) => {
-                match local::answer(name, &req, &mut self.client, &self.shared) {
-                    Ok((frame, after)) => {
-                        self.push_done(encode(&frame, self.client.version));
-                        if after == After::Close {
-                            self.closing = true;
-                            self.quitting = true;
-                        }
-                    }
-                    Err(e) => self.fail_new(e),
-                }
-                if name == "client|setinfo" || name == "hello" {
-                    self.client.publish();
-                }
+            // HELLO, RESET and SELECT change how later replies are encoded or named, and which
+            // node connections later requests take: they wait for everything before them.
+            Plan::Local(name @ ("hello" | "reset" | "select")) if !self.queue.is_empty() => {
+                self.later(Later::Local(name, req))
             }
+            Plan::Local(name) => self.answer_local(name, &req),
             Plan::Forward(target) => {
                 let seq = self.next_seq();
                 let mut pending = Pending::new(req, target);
@@ -719,6 +747,11 @@ impl Session {
                 self.read_begin(seq);
             }
             Later::Wait(req) => self.start_wait(req),
+            // Nothing after it has been decoded: the queue is empty, the answer goes out now.
+            Later::Local(name, req) => {
+                debug_assert!(self.queue.is_empty());
+                self.answer_local(name, &req)
+            }
         }
     }
 
