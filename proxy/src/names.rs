@@ -134,43 +134,49 @@ pub fn restore_reply(names: &KeyNames, db: u32, name: &str, frame: Frame) -> Fra
     }
 }
 
-/// An error reply with the stored key name it quotes mapped back to the client's: the
-/// consumer group errors of streams, `-NOGROUP No such key '<key>' or consumer group '<group>'`
-/// (XREADGROUP, XPENDING, XCLAIM, XGROUP, XINFO ...), the only Redis errors that quote a key.
-/// Anything else is returned as it is.
+/// An error reply (`-...\r\n`) with the stored key name it quotes mapped back to the client's
+/// ([`restore_error_text`]). Anything else is returned as it is.
 pub fn restore_error(names: &KeyNames, db: u32, error: Bytes) -> Bytes {
-    const HEAD: &[u8] = b"-NOGROUP No such key '";
-    const TAIL: &[u8] = b"' or consumer group '";
-    let Some(rest) = error.strip_prefix(HEAD) else {
+    let Some(text) = error
+        .strip_prefix(b"-")
+        .and_then(|text| restore_error_text(names, db, text))
+    else {
         return error;
     };
-    let Some(end) = memchr::memmem::find(rest, TAIL) else {
-        return error;
-    };
-    let Restored::Name(name) = names.restore(db, &rest[..end]) else {
-        return error;
-    };
-    let mut out = Vec::with_capacity(error.len());
-    out.extend_from_slice(HEAD);
-    out.extend_from_slice(&name);
-    out.extend_from_slice(&rest[end..]);
+    let mut out = Vec::with_capacity(text.len() + 1);
+    out.push(b'-');
+    out.extend_from_slice(&text);
     Bytes::from(out)
 }
 
-/// [`restore_reply`] for replies that name keys, [`restore_error`] for errors: one reply of a
-/// command `name` whose request had its keys rewritten (a reply inside EXEC's array).
+/// [`restore_reply`] for replies that name keys, [`restore_error_text`] for errors: one reply
+/// of a command `name` whose request had its keys rewritten (a reply inside EXEC's array).
 pub fn restore_in_reply(names: &KeyNames, db: u32, name: &str, reply: Frame) -> Frame {
     match reply {
         Frame::Error(text) => {
-            let mut error = Vec::with_capacity(text.len() + 1);
-            error.push(b'-');
-            error.extend_from_slice(&text);
-            let restored = restore_error(names, db, Bytes::from(error));
-            Frame::Error(restored.slice(1..))
+            Frame::Error(restore_error_text(names, db, &text).map_or(text, Bytes::from))
         }
         reply if reply_has_keys(name) => restore_reply(names, db, name, reply),
         reply => reply,
     }
+}
+
+/// The text of a consumer group error, `NOGROUP No such key '<key>' or consumer group '<group>'`
+/// (XREADGROUP, XPENDING, XCLAIM, XGROUP, XINFO ...; the only Redis errors that quote a key),
+/// with the client's name for the key. `None` for any other text, or a key of another database.
+fn restore_error_text(names: &KeyNames, db: u32, text: &[u8]) -> Option<Vec<u8>> {
+    const HEAD: &[u8] = b"NOGROUP No such key '";
+    const TAIL: &[u8] = b"' or consumer group '";
+    let rest = text.strip_prefix(HEAD)?;
+    let end = memchr::memmem::find(rest, TAIL)?;
+    let Restored::Name(name) = names.restore(db, rest.get(..end)?) else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(text.len());
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(&name);
+    out.extend_from_slice(rest.get(end..)?);
+    Some(out)
 }
 
 /// Keeps only the key names that match `pattern` (if any) in a KEYS or SCAN reply.
