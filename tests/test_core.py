@@ -460,6 +460,69 @@ def test_live_reshard_under_load_shows_no_errors(proxy, cluster):
     assert c.mget([f"pre:{i}" for i in range(0, 3000, 7)]) == [str(i) for i in range(0, 3000, 7)]
 
 
+def test_pipelined_writes_keep_their_order_while_their_slot_moves(proxy, cluster):
+    # Regression: requests already on their way to a slot's old owner were redirected and sent
+    # again *after* requests decoded once the proxy knew the new owner, which had gone straight
+    # there: a client's pipelined RPUSHes landed out of order during a reshard.
+    key = "{order-moves}list"
+    slot = cluster.keyslot(key)
+    home = cluster.node_for_slot(slot)
+    away = next(m for m in cluster.masters() if m != home)
+    chunk = 500
+    sock = socket.create_connection((proxy.host, proxy.port))
+    sock.settimeout(0.5)
+    stop = threading.Event()
+    sent = [0]
+    replies: list[bytes] = []
+
+    def write_requests():
+        while not stop.is_set():
+            start = sent[0]
+            sock.sendall(b"".join(
+                b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n"
+                % (len(key), key.encode(), len(str(i)), i)
+                for i in range(start, start + chunk)))
+            sent[0] += chunk
+
+    def read_replies():
+        buf = b""
+        deadline = time.monotonic() + 120
+        while not (stop.is_set() and len(replies) == sent[0]) and time.monotonic() < deadline:
+            try:
+                data = sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            lines = (buf + data).split(b"\r\n")
+            buf = lines.pop()
+            replies.extend(lines)
+
+    writer = threading.Thread(target=write_requests)
+    reader = threading.Thread(target=read_replies)
+    writer.start()
+    reader.start()
+    try:
+        for moves in range(8):
+            time.sleep(0.1)
+            cluster.move_slot(slot, away if moves % 2 == 0 else home)
+        stop.set()
+        writer.join(timeout=60)
+        reader.join(timeout=130)
+    finally:
+        stop.set()
+        sock.close()
+        cluster.move_slot(slot, home)
+        cluster.wait_stable()
+    # Every RPUSH answered the list's length at its turn: in order, none lost, no error.
+    n = sent[0]
+    bad = [(i, r) for i, r in enumerate(replies) if r != b":%d" % (i + 1)]
+    assert len(replies) == n and bad == [], (n, len(replies), bad[:5])
+    stored = cluster.node_client(home).lrange(key, 0, -1)
+    assert stored == [str(i) for i in range(n)]
+    proxy.client().delete(key)
+
+
 @pytest.mark.slow
 def test_master_killed_under_load_recovers_without_losing_acknowledged_writes(proxy, cluster):
     with Load(proxy, threads=3, keys=500) as load:

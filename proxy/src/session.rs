@@ -193,6 +193,14 @@ struct Session {
     stateful: Option<Box<Stateful>>,
     /// Pub/sub state, for clients that use it (boxed: most clients never do).
     pubsub: Option<Box<PubSub>>,
+    /// The slot map this client's requests are sent by. It is taken when nothing is in flight
+    /// and kept while anything is, so that a later request never reaches a key's new owner
+    /// ahead of an earlier one still on its way to the old owner (which will redirect it).
+    /// Dropped when the client is idle.
+    routes: Option<Arc<Routes>>,
+    /// Decode nothing more until everything before is answered: the map changed while
+    /// requests were in flight, or one of them waits to be sent again.
+    drain: bool,
 }
 
 /// Serves one client until it disconnects, QUITs, sends invalid input, or `shutdown` fires
@@ -227,6 +235,8 @@ pub fn run(
         quitting: false,
         stateful: None,
         pubsub: None,
+        routes: None,
+        drain: false,
     });
     session.serve_client(rd, wr, shutdown)
 }
@@ -443,6 +453,7 @@ impl Session {
                 }
                 .keep();
                 self.meter.release();
+                self.routes = None;
             }
         }
     }
@@ -498,6 +509,9 @@ impl Session {
                 // done: neither does the proxy.
                 return true;
             }
+            if self.must_drain() {
+                return true;
+            }
             match protocol::decode_request(rbuf, &limits) {
                 Ok(Some(req)) => self.start(req, config),
                 Ok(None) => return false,
@@ -508,6 +522,50 @@ impl Session {
             }
         }
         !rbuf.is_empty()
+    }
+
+    /// Before a new request: true if it must wait for the ones in flight (see `drain`). With
+    /// nothing in flight, takes the current slot map to send by.
+    fn must_drain(&mut self) -> bool {
+        let current = self.shared.topology.generation();
+        if !self.queue.is_empty() {
+            return self.drain
+                || self
+                    .routes
+                    .as_ref()
+                    .is_some_and(|r| r.generation() != current);
+        }
+        self.drain = false;
+        if self
+            .routes
+            .as_ref()
+            .is_none_or(|r| r.generation() != current)
+        {
+            self.routes = Some(self.shared.topology.routes().clone());
+        }
+        false
+    }
+
+    /// The slot map for sending request `seq`: the session's own, or the current one if `seq`
+    /// is the oldest request (nothing sent earlier can be overtaken). Sending by a newer map
+    /// while others are in flight makes the next requests wait for them.
+    fn routes_for(&mut self, seq: u64) -> &Routes {
+        let stale = self
+            .routes
+            .as_ref()
+            .is_none_or(|r| r.generation() != self.shared.topology.generation());
+        if stale && (seq == self.head_seq || self.routes.is_none()) {
+            self.routes = Some(self.shared.topology.routes().clone());
+            if self.queue.len() > 1 {
+                self.drain = true;
+            }
+        }
+        self.routes.as_deref().expect("set above")
+    }
+
+    /// Runs `f` on the slot map this session sends by (the current one if it has none).
+    fn with_routes<R>(&self, f: impl FnOnce(&Routes) -> R) -> R {
+        with_routes(&self.routes, &self.shared, f)
     }
 
     fn next_seq(&self) -> u64 {
@@ -583,7 +641,7 @@ impl Session {
                 return;
             }
         }
-        let masters = || self.shared.topology.routes().masters().len();
+        let masters = || self.with_routes(|r| r.masters().len());
         let namespaced = config.databases == Databases::Namespaced;
         let plan = match spec.filter(|_| renaming).and_then(|spec| {
             names::keyspace_plan(spec.name, &req, self.client.db, masters(), namespaced)
@@ -630,11 +688,10 @@ impl Session {
                 merge,
                 finish,
             } => {
-                let routes = self.shared.topology.routes();
-                let n = match fan {
+                let n = self.with_routes(|routes| match fan {
                     Fan::Masters => routes.masters().len(),
                     Fan::AllNodes => routes.node_count(),
-                };
+                });
                 if n == 0 {
                     return self.fail_new(ProxyError::SlotNotServed(0));
                 }
@@ -652,7 +709,7 @@ impl Session {
             }
             Plan::Wait => self.later(Later::Wait(req)),
             Plan::Publish => {
-                let nodes = self.shared.topology.routes().node_count();
+                let nodes = self.with_routes(Routes::node_count);
                 let numsub = Request::from_args([
                     b"PUBSUB".as_slice(),
                     b"NUMSUB",
@@ -826,9 +883,10 @@ impl Session {
             seq,
             part,
         };
+        let client = self.client.id;
         let (pool, asking) = match to {
             Some(to) => to,
-            None => match self.resolve(target) {
+            None => match resolve(self.routes_for(seq), target, client).cloned() {
                 Some(pool) => (pool, false),
                 None => {
                     // No owner yet: wait for the map as for an unreachable node.
@@ -849,8 +907,7 @@ impl Session {
     }
 
     fn resolve(&self, target: Target) -> Option<Arc<NodePool>> {
-        let routes = self.shared.topology.routes();
-        resolve(&routes, target, self.client.id).cloned()
+        self.with_routes(|routes| resolve(routes, target, self.client.id).cloned())
     }
 
     /// The client's own connection number `lane` to the node, opened on first use.
@@ -1061,6 +1118,8 @@ impl Session {
             return self.fail_part(seq, part, err());
         }
         self.shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+        // The client's later requests must not run before this one.
+        self.drain = true;
         self.replies.retry_after(delay, seq, part);
     }
 
@@ -1211,7 +1270,7 @@ impl Session {
             Finish::CopiesRan(copies) => copies.answer(frames.pop().unwrap_or(Frame::Null)),
             Finish::Publish => publish_count(frames),
             Finish::Scan { master, pattern } => {
-                let masters = self.shared.topology.routes().masters().len();
+                let masters = with_routes(&self.routes, &self.shared, |r| r.masters().len());
                 let reply = scan_reply(frames, *master, masters);
                 if renaming {
                     let reply =
@@ -1616,7 +1675,7 @@ impl Session {
     /// A command between MULTI and EXEC: checked and queued (`+QUEUED`), or refused, which
     /// makes EXEC answer EXECABORT as Redis does.
     fn queue_in_transaction(&mut self, req: Request, spec: Option<&'static routing::CommandSpec>) {
-        let masters = || self.shared.topology.routes().masters().len();
+        let masters = || self.with_routes(|r| r.masters().len());
         let plan = match spec.map(|s| s.name) {
             // Redis refuses them at EXEC ("isn't allowed for a DENY BLOCKING client").
             Some(
@@ -1761,13 +1820,17 @@ impl Session {
             GroupOutcome::Refused(err) if !watched => {
                 // Nothing of this group ran: follow a redirect or wait out a migration.
                 let text = err.clone();
-                let sender = resolve(&self.shared.topology.routes(), target, self.client.id)
-                    .map_or_else(String::new, |p| p.addr().to_string());
+                let client = self.client.id;
+                let sender = with_routes(&self.routes, &self.shared, |r| {
+                    resolve(r, target, client).map_or_else(String::new, |p| p.addr().to_string())
+                });
                 if let Some(Redirect::Moved { slot, addr }) =
                     Redirect::parse(&text).map(|r| r.filled_from(&sender))
                 {
-                    self.shared.topology.moved(slot, &addr);
-                    self.send(seq, part, None);
+                    let topology = &self.shared.topology;
+                    topology.moved(slot, &addr);
+                    let to = topology.pool(&addr);
+                    self.send(seq, part, Some((to, false)));
                     return;
                 }
                 if text.starts_with(b"ASK")
@@ -1832,6 +1895,18 @@ impl Session {
 }
 
 /// The node a target resolves to in `routes`.
+/// Runs `f` on `pinned`, a session's own slot map, or on the current one if it has none.
+fn with_routes<R>(
+    pinned: &Option<Arc<Routes>>,
+    shared: &Shared,
+    f: impl FnOnce(&Routes) -> R,
+) -> R {
+    match pinned {
+        Some(routes) => f(routes),
+        None => f(&shared.topology.routes()),
+    }
+}
+
 fn resolve(routes: &Routes, target: Target, client_id: u64) -> Option<&Arc<NodePool>> {
     match target {
         Target::Slot(s) | Target::Blocking(s) => routes.master_for(s),

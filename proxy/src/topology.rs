@@ -4,7 +4,10 @@
 //! Readers call [`Topology::routes`] (an `ArcSwap` load: no lock) and get an immutable
 //! [`Routes`] snapshot. The refresh task is the only writer, apart from [`Topology::moved`],
 //! which patches one slot at once when a node answers `MOVED` so that the next request goes to
-//! the right node even before the refresh completes.
+//! the right node even before the refresh completes. Each snapshot whose map or pools differ
+//! from the last has a new [`Routes::generation`]; sessions compare it with the one they are
+//! sending by ([`Topology::generation`]: one atomic load) to keep their requests in order across
+//! a change.
 //!
 //! Refreshes happen on a timer, when a redirect says the map is stale, and when a backend
 //! connection fails; at most one runs at a time, and requests for a refresh that arrive while
@@ -18,6 +21,7 @@
 //! (`/readyz`) reads it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +66,8 @@ pub struct Routes {
     replicas: Vec<Arc<NodePool>>,
     /// When this map was fetched from the cluster.
     fetched_at: Instant,
+    /// Changes when the map or the pools do (not when a refresh finds the same map).
+    generation: u64,
 }
 
 /// Shared topology state. Cheap to share behind an `Arc`.
@@ -77,7 +83,9 @@ pub struct Topology {
     probe_now: Notify,
     failures_tx: mpsc::UnboundedSender<Arc<str>>,
     failures_rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
-    refreshes: std::sync::atomic::AtomicU64,
+    refreshes: AtomicU64,
+    /// The newest [`Routes::generation`].
+    generation: AtomicU64,
 }
 
 /// The reloadable part of the topology's configuration.
@@ -172,7 +180,13 @@ impl Routes {
             masters: Vec::new(),
             replicas: Vec::new(),
             fetched_at: Instant::now(),
+            generation: 0,
         }
+    }
+
+    /// Which snapshot this is: a newer map or new pools have a larger number.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The slot map.
@@ -235,6 +249,7 @@ impl Topology {
             failures_tx,
             failures_rx: Mutex::new(Some(failures_rx)),
             refreshes: Default::default(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -243,9 +258,21 @@ impl Topology {
         self.routes.load()
     }
 
+    /// The current snapshot's [`Routes::generation`] (it may be ahead of `routes()` for an
+    /// instant while a new snapshot is stored).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Stores a snapshot with a new map or new pools, under a new generation.
+    fn store_changed(&self, mut routes: Routes) {
+        routes.generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.routes.store(Arc::new(routes));
+    }
+
     /// Number of slot map refreshes that succeeded so far.
     pub fn refresh_count(&self) -> u64 {
-        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
+        self.refreshes.load(Ordering::Relaxed)
     }
 
     /// Asks for a refresh soon. Never blocks; requests coalesce.
@@ -264,8 +291,7 @@ impl Topology {
         let already = current.master_for(slot).is_some_and(|p| &*p.addr == addr);
         if !already {
             let map = current.map.with_moved(slot, addr);
-            let routes = self.build(map, current.fetched_at);
-            self.routes.store(Arc::new(routes));
+            self.store_changed(self.build(map, current.fetched_at));
         }
         self.request_refresh();
     }
@@ -311,8 +337,7 @@ impl Topology {
         if replace {
             self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let current = self.routes.load_full();
-            let routes = self.build(current.map.clone(), current.fetched_at);
-            self.routes.store(Arc::new(routes));
+            self.store_changed(self.build(current.map.clone(), current.fetched_at));
         }
         // The refresh interval may have changed.
         self.wake.notify_one();
@@ -429,6 +454,7 @@ impl Topology {
             masters,
             replicas,
             fetched_at,
+            generation: 0,
         }
     }
 
@@ -449,8 +475,7 @@ impl Topology {
         for addr in candidates {
             match fetch_slot_map(&addr, &settings.base).await {
                 Ok(map) => {
-                    self.refreshes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
                     self.metrics.refreshed(true);
                     if map != current.map || current.masters.is_empty() {
                         tracing::info!(
@@ -459,7 +484,7 @@ impl Topology {
                             complete = map.is_complete(),
                             "slot map updated"
                         );
-                        self.routes.store(Arc::new(self.build(map, Instant::now())));
+                        self.store_changed(self.build(map, Instant::now()));
                         self.probe_now.notify_one();
                     } else {
                         let routes = Routes {
@@ -467,6 +492,7 @@ impl Topology {
                             masters: current.masters.clone(),
                             replicas: current.replicas.clone(),
                             fetched_at: Instant::now(),
+                            generation: current.generation,
                         };
                         self.routes.store(Arc::new(routes));
                     }

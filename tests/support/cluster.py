@@ -566,6 +566,24 @@ class Cluster:
             job.wait(timeout=timeout)
         return job
 
+    def move_slot(self, slot: int, to_addr: str) -> None:
+        """Move one slot and its keys to master ``to_addr`` by hand, as redis-cli's reshard does
+        (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE on every master), without waiting
+        for the cluster to agree afterwards (call :meth:`wait_stable`)."""
+        source = self.node_for_slot(slot)
+        if source == to_addr:
+            return
+        source_id, to_id = self.node_id(source), self.node_id(to_addr)
+        src, dst = self.node(source).admin, self.node(to_addr).admin
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
+        host, port = to_addr.rsplit(":", 1)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys)
+        for addr in [to_addr, source] + [m for m in self.masters() if m not in (to_addr, source)]:
+            self.node(addr).admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to_id)
+        self._reset_client()
+
     # -- stability -----------------------------------------------------------------
     def stability_problem(self) -> str | None:
         """Return why the cluster is not stable yet, or None if it is.
