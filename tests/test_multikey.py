@@ -353,6 +353,66 @@ def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster,
             move_slot(cluster, cluster.keyslot(t), homes[t])
 
 
+def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, clean):
+    """A slot half-way through a migration (MIGRATING on its master, IMPORTING on the next,
+    some keys moved): SMOVE from a moved set is asked on the new node, a transaction whose
+    watched key left the node aborts as if the key had changed, and PFMERGE into a key still on
+    the old node (run over copies) waits for the slot to settle instead of failing."""
+    tag = "{migr}"
+    slot = cluster.keyslot(tag)
+    home = cluster.node_for_slot(slot)
+    away = next(m for m in cluster.masters() if m != home)
+    old, new = cluster.node(home).admin, cluster.node(away).admin
+    c = proxy.client()
+    c.sadd(f"{tag}set", "m")
+    c.pfadd(f"{tag}hll", "a")
+    c.pfadd("migr:hll", "b", "c")
+    c.set(f"{tag}w", "0")
+    host, port = away.rsplit(":", 1)
+    new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(home))
+    old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(away))
+    result: list = []
+
+    def pfmerge():
+        try:
+            result.append(proxy.client().pfmerge(f"{tag}hll", "migr:hll"))
+        except redis.RedisError as e:
+            result.append(str(e))
+
+    merge = threading.Thread(target=pfmerge)
+    try:
+        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}set")
+        # Regression: the take stage was two pipelined commands; after ASKING only the first
+        # ran on the new node, and the client got the second's MOVED.
+        assert c.smove(f"{tag}set", "migr:dst", "m") is True
+        assert c.smembers("migr:dst") == {"m"}
+        # Regression: answered EXECABORT (the node refused the queued SET with ASK).
+        with proxy.client().pipeline() as p:
+            p.watch(f"{tag}w")
+            old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}w")
+            p.multi()
+            p.set(f"{tag}w", "1")
+            with pytest.raises(redis.WatchError):
+                p.execute()
+        # Regression: answered "Script attempted to access a non local key".
+        merge.start()
+        time.sleep(0.3)
+        assert result == [], "PFMERGE answered while its destination's slot was migrating"
+    finally:
+        cluster.move_slot(slot, away)
+    merge.join(timeout=10)
+    try:
+        assert result == [True]
+        assert c.pfcount(f"{tag}hll") == 3
+        direct = cluster.node_client(away)
+        assert direct.pfcount(f"{tag}hll") == 3
+        assert direct.get(f"{tag}w") == "0" and direct.exists(f"{tag}set") == 0
+        assert not [k for k in c.keys("*") if "slotway-copy" in k]
+    finally:
+        cluster.move_slot(slot, home)
+        cluster.wait_stable()
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_commands_run_on_copies_across_slots_match_a_single_node(proxy, standalone, cluster, clean, protocol):
     """ZUNION, ZINTER, ZDIFF, LCS, PFMERGE, ZRANGESTORE, GEOSEARCHSTORE, GEORADIUS ... STORE and

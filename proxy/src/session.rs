@@ -1049,7 +1049,7 @@ impl Session {
         if text.starts_with(b"NOSCRIPT") {
             return self.reload_script(seq, part);
         }
-        let delay = if text.starts_with(b"TRYAGAIN") {
+        let delay = if text.starts_with(b"TRYAGAIN") || self.copies_run_moving(seq, text) {
             Duration::from_millis(20)
         } else if text.starts_with(b"CLUSTERDOWN") || text.starts_with(b"LOADING") {
             self.shared.topology.request_refresh();
@@ -1060,6 +1060,20 @@ impl Session {
         let original = String::from_utf8_lossy(text).into_owned();
         self.retry_later(seq, part, delay, move || ProxyError::Other(original));
         true
+    }
+
+    /// True if `text` says that the script running a command over copies (`copies.rs`) met a
+    /// key of a slot in migration: it wrote nothing (each step of the script checks first, and
+    /// the copies are deleted again), and runs once the slot has settled.
+    fn copies_run_moving(&self, seq: u64, text: &[u8]) -> bool {
+        let idx = seq
+            .checked_sub(self.head_seq)
+            .and_then(|i| usize::try_from(i).ok());
+        text.starts_with(b"ERR Script attempted to access a non local key")
+            && matches!(
+                idx.and_then(|i| self.queue.get(i)),
+                Some(Entry::Gather(g)) if matches!(g.finish, Finish::CopiesRan(_))
+            )
     }
 
     /// NOSCRIPT for an EVALSHA whose script the proxy has seen: load it on that node, then send
@@ -1114,6 +1128,9 @@ impl Session {
             return;
         };
         let give_up_at = *p.give_up_at.get_or_insert_with(|| Instant::now() + budget);
+        // Retries are bounded by time: a redirect before each (ASK, then TRYAGAIN from the
+        // importing node, while a slot migrates) is not a redirect loop.
+        p.redirects = 0;
         if Instant::now() + delay > give_up_at {
             return self.fail_part(seq, part, err());
         }
@@ -1813,7 +1830,14 @@ impl Session {
                 }
                 *done = true;
             }
+            // The watched key's slot moved: the migration took the key off the node that
+            // watched it, which is a change to it as far as WATCH is concerned (a cluster
+            // aborts such a transaction too). Nothing ran: the client may try again.
             GroupOutcome::Aborted if watched => {
+                self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
+                return;
+            }
+            GroupOutcome::Refused(err) if watched && slot_in_motion(&err) => {
                 self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
                 return;
             }
@@ -1895,6 +1919,13 @@ impl Session {
 }
 
 /// The node a target resolves to in `routes`.
+/// True for a node's refusal that says the slot is moving or has moved.
+fn slot_in_motion(err: &[u8]) -> bool {
+    [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"]
+        .iter()
+        .any(|p| err.starts_with(p))
+}
+
 /// Runs `f` on `pinned`, a session's own slot map, or on the current one if it has none.
 fn with_routes<R>(
     pinned: &Option<Arc<Routes>>,

@@ -3,18 +3,21 @@
 //! One node moves the member atomically; across slots the proxy does it in steps that give
 //! Redis's answers, errors included:
 //!
-//! | stage  | sends (to)                                         | next |
-//! |--------|----------------------------------------------------|------|
-//! | take   | `EXISTS src` and `SREM src member`, pipelined (source's node) | error (WRONGTYPE): it; no source: 0; removed: add; not a member: check |
-//! | add    | `SADD dst member` (destination's node)             | done: 1; error (WRONGTYPE): put the member back, answer the error |
-//! | check  | `TYPE dst` (destination's node)                    | neither set nor none: WRONGTYPE (Redis checks the destination's type first); else 0 |
+//! | stage  | sends (to)                              | next |
+//! |--------|-----------------------------------------|------|
+//! | take   | `SREM src member` (source's node)       | error (WRONGTYPE): it; removed: add; else (no member, or no source): check |
+//! | add    | `SADD dst member` (destination's node)  | done: 1; error (WRONGTYPE): put the member back, answer the error |
+//! | check  | `TYPE dst` (destination's node)         | set or none: 0; another type: source |
+//! | source | `EXISTS src` (source's node)            | the source exists: WRONGTYPE (Redis checks the destination's type before the member); else 0 |
+//!
+//! Every stage is one command, so that a redirect (`ASK` during a migration) moves it whole.
 //!
 //! As with LMOVE across slots, the member is never in both sets and, unless the proxy dies
 //! between the steps, never lost; for that moment it is in neither. If the add's outcome is
 //! unknown (its connection died after sending), the member is not put back and the error says
 //! the command may or may not have been applied.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use protocol::{Frame, Request};
 use routing::Slot;
 
@@ -40,6 +43,7 @@ enum Stage {
     Take,
     Add,
     Check,
+    Source,
 }
 
 // === impl SetMove ===
@@ -49,12 +53,8 @@ impl SetMove {
     pub(super) fn parse(req: &Request) -> SetMove {
         let arg = |i| req.arg_bytes(i).unwrap_or_default();
         let (src, dst, member) = (arg(1), arg(2), arg(3));
-        let mut payload = BytesMut::new();
-        payload.extend_from_slice(Request::from_args([b"EXISTS".as_slice(), &src]).raw());
         let srem = Request::from_args([b"SREM".as_slice(), &src, &member]);
-        payload.extend_from_slice(srem.raw());
-        let mut pending = Pending::new(srem, Target::Slot(Slot::for_key(&src)));
-        pending.payload = Some((payload.freeze(), 2));
+        let pending = Pending::new(srem, Target::Slot(Slot::for_key(&src)));
         SetMove {
             src,
             dst,
@@ -69,9 +69,9 @@ impl SetMove {
         &mut self.pending
     }
 
-    /// Goes on to `stage` with `req` to the destination's node.
-    fn next(&mut self, stage: Stage, req: Request) {
-        self.pending = Pending::new(req, Target::Slot(Slot::for_key(&self.dst)));
+    /// Goes on to `stage` with `req` to the node of `key`.
+    fn next(&mut self, stage: Stage, req: Request, key: &[u8]) {
+        self.pending = Pending::new(req, Target::Slot(Slot::for_key(key)));
         self.stage = stage;
     }
 }
@@ -85,19 +85,21 @@ impl Session {
             return;
         };
         let answer = match m.stage {
-            Stage::Take => match take_reply(&raw) {
-                Err(e) => e,
-                Ok((false, _)) => Frame::Integer(0),
-                Ok((true, true)) => {
+            Stage::Take => match decode(&raw) {
+                Frame::Integer(1) => {
                     let add = Request::from_args([b"SADD".as_slice(), &m.dst, &m.member]);
-                    m.next(Stage::Add, add);
+                    let dst = m.dst.clone();
+                    m.next(Stage::Add, add, &dst);
                     return self.send(seq, 0, None);
                 }
-                Ok((true, false)) => {
+                Frame::Integer(_) => {
                     let check = Request::from_args([b"TYPE".as_slice(), &m.dst]);
-                    m.next(Stage::Check, check);
+                    let dst = m.dst.clone();
+                    m.next(Stage::Check, check, &dst);
                     return self.send(seq, 0, None);
                 }
+                err @ Frame::Error(_) => err,
+                _ => unexpected(),
             },
             Stage::Add => match decode(&raw) {
                 Frame::Integer(_) => Frame::Integer(1),
@@ -121,7 +123,18 @@ impl Session {
                 Frame::Simple(t) if t.as_ref() == b"set" || t.as_ref() == b"none" => {
                     Frame::Integer(0)
                 }
-                Frame::Simple(_) => Frame::Error(Bytes::from_static(WRONGTYPE)),
+                Frame::Simple(_) => {
+                    let exists = Request::from_args([b"EXISTS".as_slice(), &m.src]);
+                    let src = m.src.clone();
+                    m.next(Stage::Source, exists, &src);
+                    return self.send(seq, 0, None);
+                }
+                err @ Frame::Error(_) => err,
+                _ => unexpected(),
+            },
+            Stage::Source => match decode(&raw) {
+                Frame::Integer(0) => Frame::Integer(0),
+                Frame::Integer(_) => Frame::Error(Bytes::from_static(WRONGTYPE)),
                 err @ Frame::Error(_) => err,
                 _ => unexpected(),
             },
@@ -129,20 +142,6 @@ impl Session {
         if let Some(entry) = self.queue.get_mut(idx) {
             *entry = Entry::Done(encode(&answer, self.client.version));
         }
-    }
-}
-
-/// The take stage's reply: (the source exists, the member was removed), or the error.
-fn take_reply(raw: &[u8]) -> Result<(bool, bool), Frame> {
-    let mut buf = BytesMut::from(raw);
-    let mut frames = Vec::new();
-    while let Ok(Some(f)) = protocol::decode(&mut buf, &protocol::Limits::default()) {
-        frames.push(f);
-    }
-    match frames.as_slice() {
-        [Frame::Integer(exists), Frame::Integer(removed)] => Ok((*exists > 0, *removed > 0)),
-        [err @ Frame::Error(_), ..] | [_, err @ Frame::Error(_)] => Err(err.clone()),
-        _ => Err(unexpected()),
     }
 }
 
