@@ -368,6 +368,7 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     c.pfadd(f"{tag}hll", "a")
     c.pfadd("migr:hll", "b", "c")
     c.set(f"{tag}w", "0")
+    c.set(f"{tag}tx", "before")
     host, port = away.rsplit(":", 1)
     new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(home))
     old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(away))
@@ -394,6 +395,16 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
             p.set(f"{tag}w", "1")
             with pytest.raises(redis.WatchError):
                 p.execute()
+        # Regression: a transaction's group refused with ASK waited to be retried, and the
+        # client's next write to the key, asked on the new node at once, ran before it.
+        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}tx")
+        script = [["MULTI"], ["SET", f"{tag}tx", "in-exec"], ["INCR", "migr:n"], ["EXEC"],
+                  ["SET", f"{tag}tx", "after"], ["GET", f"{tag}tx"]]
+        payload = b"".join(
+            b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in cmd)
+            for cmd in script)
+        expected = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:1\r\n+OK\r\n$5\r\nafter\r\n"
+        assert proxy.raw(payload, timeout=8, expect=expected) == expected
         # Regression: answered "Script attempted to access a non local key".
         merge.start()
         time.sleep(0.3)

@@ -1848,19 +1848,29 @@ impl Session {
                 let sender = with_routes(&self.routes, &self.shared, |r| {
                     resolve(r, target, client).map_or_else(String::new, |p| p.addr().to_string())
                 });
-                if let Some(Redirect::Moved { slot, addr }) =
-                    Redirect::parse(&text).map(|r| r.filled_from(&sender))
-                {
-                    let topology = &self.shared.topology;
-                    topology.moved(slot, &addr);
-                    let to = topology.pool(&addr);
-                    self.send(seq, part, Some((to, false)));
-                    return;
+                // Redirects back and forth (a migration given up) wait like TRYAGAIN.
+                let max_redirects = self.shared.config.max_redirects;
+                let redirect = Redirect::parse(&text).filter(|_| {
+                    pending.redirects += 1;
+                    pending.redirects <= max_redirects
+                });
+                let topology = &self.shared.topology;
+                match redirect.map(|r| r.filled_from(&sender)) {
+                    Some(Redirect::Moved { slot, addr }) => {
+                        topology.moved(slot, &addr);
+                        let to = topology.pool(&addr);
+                        return self.send(seq, part, Some((to, false)));
+                    }
+                    // Followed at once, as the client's later requests that meet the same
+                    // ASK are (waiting would let them run first). ASKING before MULTI holds
+                    // for the whole transaction.
+                    Some(Redirect::Ask { addr, .. }) => {
+                        let to = topology.pool(&addr);
+                        return self.send(seq, part, Some((to, true)));
+                    }
+                    None => {}
                 }
-                if text.starts_with(b"ASK")
-                    || text.starts_with(b"TRYAGAIN")
-                    || text.starts_with(b"CLUSTERDOWN")
-                {
+                if slot_in_motion(&text) {
                     let msg = String::from_utf8_lossy(&text).into_owned();
                     self.retry_later(seq, part, Duration::from_millis(50), move || {
                         ProxyError::Other(msg)
