@@ -86,6 +86,8 @@ pub struct Topology {
     refreshes: AtomicU64,
     /// The newest [`Routes::generation`].
     generation: AtomicU64,
+    /// Held while a snapshot is stored (see [`Topology::store`]).
+    store_lock: Mutex<()>,
 }
 
 /// The reloadable part of the topology's configuration.
@@ -250,6 +252,7 @@ impl Topology {
             failures_rx: Mutex::new(Some(failures_rx)),
             refreshes: Default::default(),
             generation: AtomicU64::new(0),
+            store_lock: Mutex::new(()),
         })
     }
 
@@ -265,9 +268,20 @@ impl Topology {
     }
 
     /// Stores a snapshot with a new map or new pools, under a new generation.
-    fn store_changed(&self, mut routes: Routes) {
-        routes.generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    fn store_changed(&self, routes: Routes) {
+        self.store(routes, true);
+    }
+
+    /// Stores a snapshot, under a new generation if `changed`. One store at a time, so that
+    /// the published generation is always the stored snapshot's (two concurrent stores could
+    /// otherwise leave an older snapshot behind a newer number, and sessions would keep
+    /// waiting for a map they can never load).
+    fn store(&self, mut routes: Routes, changed: bool) {
+        let _one_at_a_time = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.generation.load(Ordering::Acquire) + u64::from(changed);
+        routes.generation = generation;
         self.routes.store(Arc::new(routes));
+        self.generation.store(generation, Ordering::Release);
     }
 
     /// Number of slot map refreshes that succeeded so far.
@@ -492,9 +506,9 @@ impl Topology {
                             masters: current.masters.clone(),
                             replicas: current.replicas.clone(),
                             fetched_at: Instant::now(),
-                            generation: current.generation,
+                            generation: 0,
                         };
-                        self.routes.store(Arc::new(routes));
+                        self.store(routes, false);
                     }
                     return true;
                 }
