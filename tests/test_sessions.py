@@ -688,13 +688,8 @@ def test_ssubscribe_on_every_master_gets_every_message(proxy, cluster):
 
 
 def move_slot(cluster, slot: int, to: str) -> None:
-    """Move an empty slot to master ``to`` with CLUSTER SETSLOT (no keys to migrate)."""
-    source = cluster.node_for_slot(slot)
-    source_id, to_id = cluster.node_id(source), cluster.node_id(to)
-    cluster.node(to).admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    cluster.node(source).admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
-    for addr in [to, source] + [m for m in cluster.masters() if m not in (to, source)]:
-        cluster.node(addr).admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", to_id)
+    """Move a slot to master ``to`` and wait until the cluster agrees."""
+    cluster.move_slot(slot, to)
     cluster.wait_stable()
 
 

@@ -527,34 +527,29 @@ impl Session {
     /// Before a new request: true if it must wait for the ones in flight (see `drain`). With
     /// nothing in flight, takes the current slot map to send by.
     fn must_drain(&mut self) -> bool {
-        let current = self.shared.topology.generation();
         if !self.queue.is_empty() {
-            return self.drain
-                || self
-                    .routes
-                    .as_ref()
-                    .is_some_and(|r| r.generation() != current);
+            return self.drain || (self.routes.is_some() && self.routes_stale());
         }
         self.drain = false;
-        if self
-            .routes
-            .as_ref()
-            .is_none_or(|r| r.generation() != current)
-        {
+        if self.routes_stale() {
             self.routes = Some(self.shared.topology.routes().clone());
         }
         false
+    }
+
+    /// True if the session has no slot map to send by, or an older one than the current.
+    fn routes_stale(&self) -> bool {
+        let current = self.shared.topology.generation();
+        self.routes
+            .as_ref()
+            .is_none_or(|r| r.generation() != current)
     }
 
     /// The slot map for sending request `seq`: the session's own, or the current one if `seq`
     /// is the oldest request (nothing sent earlier can be overtaken). Sending by a newer map
     /// while others are in flight makes the next requests wait for them.
     fn routes_for(&mut self, seq: u64) -> &Routes {
-        let stale = self
-            .routes
-            .as_ref()
-            .is_none_or(|r| r.generation() != self.shared.topology.generation());
-        if stale && (seq == self.head_seq || self.routes.is_none()) {
+        if self.routes_stale() && (seq == self.head_seq || self.routes.is_none()) {
             self.routes = Some(self.shared.topology.routes().clone());
             if self.queue.len() > 1 {
                 self.drain = true;
@@ -570,6 +565,11 @@ impl Session {
 
     fn next_seq(&self) -> u64 {
         self.head_seq + self.queue.len() as u64
+    }
+
+    /// The queue position of request `seq`, if it is still queued.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.head_seq)?).ok()
     }
 
     /// Answers a command the proxy answers itself.
@@ -840,7 +840,7 @@ impl Session {
     }
 
     fn pending_mut(&mut self, seq: u64, part: u32) -> Option<&mut Pending> {
-        let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        let idx = self.index_of(seq)?;
         if matches!(self.queue.get(idx)?, Entry::Pop(_)) {
             return self.pop_pending(seq, part);
         }
@@ -1066,12 +1066,9 @@ impl Session {
     /// key of a slot in migration: it wrote nothing (each step of the script checks first, and
     /// the copies are deleted again), and runs once the slot has settled.
     fn copies_run_moving(&self, seq: u64, text: &[u8]) -> bool {
-        let idx = seq
-            .checked_sub(self.head_seq)
-            .and_then(|i| usize::try_from(i).ok());
         text.starts_with(b"ERR Script attempted to access a non local key")
             && matches!(
-                idx.and_then(|i| self.queue.get(i)),
+                self.index_of(seq).and_then(|i| self.queue.get(i)),
                 Some(Entry::Gather(g)) if matches!(g.finish, Finish::CopiesRan(_))
             )
     }
@@ -1153,10 +1150,7 @@ impl Session {
     /// Records the final reply of part `part` of request `seq`; answers the request once all
     /// its parts are in.
     fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
-        let Some(idx) = seq
-            .checked_sub(self.head_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(idx) = self.index_of(seq) else {
             return;
         };
         let Some(entry) = self.queue.get_mut(idx) else {
@@ -1821,6 +1815,19 @@ impl Session {
             transaction::outcome(&raw, group.positions.len())
         };
         let watched = group.watched;
+        // The watched key changed, or its slot moved: the migration took the key off the node
+        // that watched it, which is a change to it as far as WATCH is concerned (a cluster
+        // aborts such a transaction too). Nothing ran: EXEC answers nil, the client may try
+        // again.
+        let aborted = match &outcome {
+            GroupOutcome::Aborted => true,
+            GroupOutcome::Refused(err) => slot_in_motion(err),
+            _ => false,
+        };
+        if watched && aborted {
+            self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
+            return;
+        }
         match outcome {
             GroupOutcome::Replies(items) => {
                 for (pos, item) in group.positions.iter().zip(items) {
@@ -1829,17 +1836,6 @@ impl Session {
                     }
                 }
                 *done = true;
-            }
-            // The watched key's slot moved: the migration took the key off the node that
-            // watched it, which is a change to it as far as WATCH is concerned (a cluster
-            // aborts such a transaction too). Nothing ran: the client may try again.
-            GroupOutcome::Aborted if watched => {
-                self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
-                return;
-            }
-            GroupOutcome::Refused(err) if watched && slot_in_motion(&err) => {
-                self.queue[idx] = Entry::Done(encode(&Frame::NullArray, self.client.version));
-                return;
             }
             GroupOutcome::Refused(err) if !watched => {
                 // Nothing of this group ran: follow a redirect or wait out a migration.
@@ -1928,7 +1924,6 @@ impl Session {
     }
 }
 
-/// The node a target resolves to in `routes`.
 /// True for a node's refusal that says the slot is moving or has moved.
 fn slot_in_motion(err: &[u8]) -> bool {
     [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"]
@@ -1948,6 +1943,7 @@ fn with_routes<R>(
     }
 }
 
+/// The node a target resolves to in `routes`.
 fn resolve(routes: &Routes, target: Target, client_id: u64) -> Option<&Arc<NodePool>> {
     match target {
         Target::Slot(s) | Target::Blocking(s) => routes.master_for(s),

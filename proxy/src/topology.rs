@@ -261,15 +261,10 @@ impl Topology {
         self.routes.load()
     }
 
-    /// The current snapshot's [`Routes::generation`] (it may be ahead of `routes()` for an
-    /// instant while a new snapshot is stored).
+    /// The current snapshot's [`Routes::generation`] (it may lag `routes()` for an instant
+    /// while a new snapshot is stored).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
-    }
-
-    /// Stores a snapshot with a new map or new pools, under a new generation.
-    fn store_changed(&self, routes: Routes) {
-        self.store(routes, true);
     }
 
     /// Stores a snapshot, under a new generation if `changed`. One store at a time, so that
@@ -305,7 +300,7 @@ impl Topology {
         let already = current.master_for(slot).is_some_and(|p| &*p.addr == addr);
         if !already {
             let map = current.map.with_moved(slot, addr);
-            self.store_changed(self.build(map, current.fetched_at));
+            self.store(self.build(map, current.fetched_at), true);
         }
         self.request_refresh();
     }
@@ -351,7 +346,7 @@ impl Topology {
         if replace {
             self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let current = self.routes.load_full();
-            self.store_changed(self.build(current.map.clone(), current.fetched_at));
+            self.store(self.build(current.map.clone(), current.fetched_at), true);
         }
         // The refresh interval may have changed.
         self.wake.notify_one();
@@ -498,7 +493,7 @@ impl Topology {
                             complete = map.is_complete(),
                             "slot map updated"
                         );
-                        self.store_changed(self.build(map, Instant::now()));
+                        self.store(self.build(map, Instant::now()), true);
                         self.probe_now.notify_one();
                     } else {
                         let routes = Routes {

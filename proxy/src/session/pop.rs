@@ -312,7 +312,7 @@ impl Session {
     }
 
     fn pop_mut(&mut self, seq: u64) -> Option<(usize, &mut Pop)> {
-        let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        let idx = self.index_of(seq)?;
         match self.queue.get_mut(idx)? {
             Entry::Pop(p) => Some((idx, p)),
             _ => None,
@@ -388,7 +388,7 @@ impl Session {
     /// if that part lost the race and has not answered yet: a timer for it means "tell it
     /// again to stop blocking".
     pub(super) fn cancelling(&self, seq: u64, part: u32) -> Option<(Target, u32)> {
-        let idx = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        let idx = self.index_of(seq)?;
         match self.queue.get(idx)? {
             Entry::Pop(pop) => pop.cancelling_lane(part),
             Entry::Read(read) => read.cancelling_lane(part),

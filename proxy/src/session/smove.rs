@@ -69,9 +69,10 @@ impl SetMove {
         &mut self.pending
     }
 
-    /// Goes on to `stage` with `req` to the node of `key`.
-    fn next(&mut self, stage: Stage, req: Request, key: &[u8]) {
-        self.pending = Pending::new(req, Target::Slot(Slot::for_key(key)));
+    /// Goes on to `stage` with `req`, sent to the node of its key.
+    fn next(&mut self, stage: Stage, req: Request) {
+        let slot = Slot::for_key(req.arg(1).unwrap_or_default());
+        self.pending = Pending::new(req, Target::Slot(slot));
         self.stage = stage;
     }
 }
@@ -88,14 +89,12 @@ impl Session {
             Stage::Take => match decode(&raw) {
                 Frame::Integer(1) => {
                     let add = Request::from_args([b"SADD".as_slice(), &m.dst, &m.member]);
-                    let dst = m.dst.clone();
-                    m.next(Stage::Add, add, &dst);
+                    m.next(Stage::Add, add);
                     return self.send(seq, 0, None);
                 }
                 Frame::Integer(_) => {
                     let check = Request::from_args([b"TYPE".as_slice(), &m.dst]);
-                    let dst = m.dst.clone();
-                    m.next(Stage::Check, check, &dst);
+                    m.next(Stage::Check, check);
                     return self.send(seq, 0, None);
                 }
                 err @ Frame::Error(_) => err,
@@ -125,8 +124,7 @@ impl Session {
                 }
                 Frame::Simple(_) => {
                     let exists = Request::from_args([b"EXISTS".as_slice(), &m.src]);
-                    let src = m.src.clone();
-                    m.next(Stage::Source, exists, &src);
+                    m.next(Stage::Source, exists);
                     return self.send(seq, 0, None);
                 }
                 err @ Frame::Error(_) => err,

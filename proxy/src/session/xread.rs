@@ -125,10 +125,7 @@ impl Session {
     }
 
     fn read_stage(&mut self, seq: u64, stage: Stage) {
-        let Some(idx) = seq
-            .checked_sub(self.head_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(idx) = self.index_of(seq) else {
             return;
         };
         let Some(Entry::Read(read)) = self.queue.get_mut(idx) else {
