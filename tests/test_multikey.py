@@ -357,7 +357,9 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     """A slot half-way through a migration (MIGRATING on its master, IMPORTING on the next,
     some keys moved): SMOVE from a moved set is asked on the new node, a transaction whose
     watched key left the node aborts as if the key had changed, and PFMERGE into a key still on
-    the old node (run over copies) waits for the slot to settle instead of failing."""
+    the old node (run over copies) waits for the slot to settle instead of failing, as do a
+    transaction over a moved and an unmoved key, and a run over copies pipelined with a read
+    of its destination (which must not run first)."""
     tag = "{migr}"
     slot = cluster.keyslot(tag)
     home = cluster.node_for_slot(slot)
@@ -369,18 +371,37 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     c.pfadd("migr:hll", "b", "c")
     c.set(f"{tag}w", "0")
     c.set(f"{tag}tx", "before")
+    c.mset({f"{tag}ta": "0", f"{tag}tb": "0", f"{tag}geo": "x"})
     host, port = away.rsplit(":", 1)
     new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(home))
     old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(away))
-    result: list = []
 
     def pfmerge():
-        try:
-            result.append(proxy.client().pfmerge(f"{tag}hll", "migr:hll"))
-        except redis.RedisError as e:
-            result.append(str(e))
+        return proxy.client().pfmerge(f"{tag}hll", "migr:hll")
 
-    merge = threading.Thread(target=pfmerge)
+    def transaction():
+        with proxy.client().pipeline(transaction=True) as p:
+            p.incr(f"{tag}ta")
+            p.incr(f"{tag}tb")
+            return p.execute()
+
+    def store_then_read():
+        # GEOSEARCHSTORE from a missing source deletes its destination.
+        with proxy.client().pipeline(transaction=False) as p:
+            p.execute_command("GEOSEARCHSTORE", f"{tag}geo", "migr:nogeo",
+                              "FROMLONLAT", "15", "37", "BYRADIUS", "300", "km")
+            p.exists(f"{tag}geo")
+            return p.execute()
+
+    result: dict = {}
+
+    def run(f):
+        try:
+            result[f.__name__] = f()
+        except redis.RedisError as e:
+            result[f.__name__] = str(e)
+
+    waiting = [threading.Thread(target=run, args=(f,)) for f in (pfmerge, transaction, store_then_read)]
     try:
         old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}set")
         # Regression: the take stage was two pipelined commands; after ASKING only the first
@@ -405,19 +426,26 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
             for cmd in script)
         expected = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:1\r\n+OK\r\n$5\r\nafter\r\n"
         assert proxy.raw(payload, timeout=8, expect=expected) == expected
-        # Regression: answered "Script attempted to access a non local key".
-        merge.start()
+        # Regressions, in order: PFMERGE answered "Script attempted to access a non local
+        # key"; the transaction (refused with ASK by the old node, then at EXEC with TRYAGAIN
+        # by the new one, where only one of its keys is) answered that TRYAGAIN; the EXISTS
+        # pipelined after GEOSEARCHSTORE ran while GEOSEARCHSTORE waited, and found the key.
+        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}tb")
+        for t in waiting:
+            t.start()
         time.sleep(0.3)
-        assert result == [], "PFMERGE answered while its destination's slot was migrating"
+        assert result == {}, "answered while the slot was migrating"
     finally:
         cluster.move_slot(slot, away)
-    merge.join(timeout=10)
+    for t in waiting:
+        t.join(timeout=10)
     try:
-        assert result == [True]
+        assert result == {"pfmerge": True, "transaction": [1, 1], "store_then_read": [0, 0]}
         assert c.pfcount(f"{tag}hll") == 3
         direct = cluster.node_client(away)
         assert direct.pfcount(f"{tag}hll") == 3
-        assert direct.get(f"{tag}w") == "0" and direct.exists(f"{tag}set") == 0
+        assert direct.get(f"{tag}w") == "0" and direct.exists(f"{tag}set", f"{tag}geo") == 0
+        assert direct.mget(f"{tag}ta", f"{tag}tb") == ["1", "1"]
         assert not [k for k in c.keys("*") if "slotway-copy" in k]
     finally:
         cluster.move_slot(slot, home)

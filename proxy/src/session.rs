@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Limits, Request};
 use routing::split::Merge;
-use routing::{Redirect, Slot};
+use routing::{slot_in_motion, Redirect, Slot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -271,14 +271,19 @@ enum Later {
 impl Entry {
     /// True for a request the client's later requests must wait for: a blocking command, or a
     /// command the proxy carries out in several steps (a cross-slot pop, move or blocking read,
-    /// WAIT), until its last step is sent: a store command's write, the run over copies, the
-    /// other groups of a transaction after its watched group. One node runs a client's
-    /// commands one at a time; these are the ones whose execution could otherwise overlap the
-    /// next ones (a later write to the destination would run before the store's own).
+    /// WAIT), until its last step is sent: a store command's write, the other groups of a
+    /// transaction after its watched group. A run over copies holds until it is answered: while
+    /// its slot migrates it is refused and sent again, and the client's later requests must
+    /// not run in between. One node runs a client's commands one at a time; these are the ones
+    /// whose execution could otherwise overlap the next ones (a later write to the destination
+    /// would run before the store's own).
     fn holds_pipeline(&self) -> bool {
         match self {
             Entry::Waiting(p) => matches!(p.target, Target::Blocking(_)),
-            Entry::Gather(g) => matches!(g.finish, Finish::Store(_) | Finish::Copies(_)),
+            Entry::Gather(g) => matches!(
+                g.finish,
+                Finish::Store(_) | Finish::Copies(_) | Finish::CopiesRan(_)
+            ),
             Entry::Exec(x) => {
                 x.groups.len() > 1
                     && x.groups
@@ -1925,12 +1930,6 @@ impl Session {
 }
 
 /// True for a node's refusal that says the slot is moving or has moved.
-fn slot_in_motion(err: &[u8]) -> bool {
-    [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"]
-        .iter()
-        .any(|p| err.starts_with(p))
-}
-
 /// Runs `f` on `pinned`, a session's own slot map, or on the current one if it has none.
 fn with_routes<R>(
     pinned: &Option<Arc<Routes>>,

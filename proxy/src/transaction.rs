@@ -11,7 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Limits, Request};
-use routing::Slot;
+use routing::{slot_in_motion, Slot};
 
 /// A transaction being queued (between MULTI and EXEC).
 #[derive(Debug, Default)]
@@ -42,8 +42,10 @@ pub enum GroupOutcome {
     Replies(Vec<Frame>),
     /// EXEC answered nil: a watched key changed.
     Aborted,
-    /// The node refused the group before running it (EXECABORT); the first queue-time error,
-    /// raw, so the caller can follow a MOVED or retry a TRYAGAIN.
+    /// The node refused the group before running it: the first queue-time error of an
+    /// EXECABORT, or EXEC's own `MOVED`, `ASK`, `TRYAGAIN` or `CLUSTERDOWN` (the node checks the
+    /// keys again at EXEC, and a migration may have moved some since they were queued). Raw, so
+    /// the caller can follow a MOVED or retry a TRYAGAIN.
     Refused(Bytes),
     /// The reply did not have the expected shape, or EXEC failed otherwise.
     Error(Frame),
@@ -128,6 +130,7 @@ pub fn outcome(raw: &[u8], commands: usize) -> GroupOutcome {
             });
             GroupOutcome::Refused(first.unwrap_or(e))
         }
+        Frame::Error(e) if slot_in_motion(&e) => GroupOutcome::Refused(e),
         Frame::Error(e) => GroupOutcome::Error(Frame::Error(e)),
         _ => GroupOutcome::Error(bad_reply()),
     }
@@ -202,6 +205,20 @@ mod tests {
             ),
             GroupOutcome::Refused(Bytes::from_static(b"MOVED 1 127.0.0.1:7001"))
         );
+        // Keys migrated between queueing and EXEC: EXEC itself is refused, and discarded.
+        assert_eq!(
+            outcome(
+                b"+OK\r\n+QUEUED\r\n-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+                1
+            ),
+            GroupOutcome::Refused(Bytes::from_static(
+                b"TRYAGAIN Multiple keys request during rehashing of slot"
+            ))
+        );
+        assert!(matches!(
+            outcome(b"+OK\r\n+QUEUED\r\n-ERR x\r\n", 1),
+            GroupOutcome::Error(_)
+        ));
         assert!(matches!(outcome(b"+OK\r\n", 1), GroupOutcome::Error(_)));
     }
 }

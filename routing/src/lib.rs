@@ -29,6 +29,6 @@ mod slot_map;
 pub mod split;
 
 pub use command::{lookup, CommandSpec, Flags};
-pub use redirect::Redirect;
+pub use redirect::{slot_in_motion, Redirect};
 pub use slot::Slot;
 pub use slot_map::{Shard, SlotMap, SlotMapError};

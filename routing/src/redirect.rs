@@ -104,6 +104,15 @@ impl Redirect {
     }
 }
 
+/// True for the errors a cluster node refuses a command with because its slot is elsewhere or
+/// moving (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`): the command did not run. `EXEC` refused
+/// this way has discarded its transaction.
+pub fn slot_in_motion(error: &[u8]) -> bool {
+    [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"]
+        .iter()
+        .any(|p| error.starts_with(p))
+}
+
 /// A `u16` written with ASCII digits only (no sign, no spaces), as Redis prints it.
 fn parse_decimal(s: &str) -> Option<u16> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -115,6 +124,27 @@ fn parse_decimal(s: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_in_motion_errors() {
+        for e in [
+            &b"MOVED 1 a:1"[..],
+            b"ASK 1 a:1",
+            b"TRYAGAIN Multiple keys",
+            b"CLUSTERDOWN x",
+        ] {
+            assert!(slot_in_motion(e));
+        }
+        for e in [
+            &b"MOVEDX"[..],
+            b"ERR x",
+            b"WRONGTYPE x",
+            b"EXECABORT x",
+            b"",
+        ] {
+            assert!(!slot_in_motion(e));
+        }
+    }
 
     fn slot(n: u16) -> Slot {
         Slot::new(n).unwrap()
