@@ -90,6 +90,25 @@ def test_cross_slot_transaction_runs_per_slot_group(proxy, cluster, clean):
     assert direct.zscore("unacked_index", "tag1") == 1.5
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_cross_slot_transaction_replies_are_the_nodes_bytes(proxy, standalone, cluster, clean, protocol):
+    """A cross-slot EXEC's reply is put together from its groups' replies: each value goes
+    out as its node wrote it. Regression: RESP3 doubles were re-printed with 17 digits, and
+    GEOPOS's, which Redis prints with more, came out different from a single node's."""
+    assert cluster.keyslot("tx:geo") != cluster.keyslot("tx:z")
+    payload = (
+        b"HELLO %d\r\nECHO compare-from-here\r\n" % protocol
+        + b"GEOADD tx:geo 180 85.05112878 edge 13.361389 38.115556 Palermo\r\n"
+        b"ZADD tx:z 0.1 a 1e300 b\r\n"
+        b"MULTI\r\nGEOPOS tx:geo edge Palermo nope\r\nZSCORE tx:z a\r\nZINCRBY tx:z 0.2 a\r\n"
+        b"GEODIST tx:geo edge Palermo\r\nZRANGE tx:z 0 -1 WITHSCORES\r\nEXEC\r\n"
+    )
+    # HELLO's reply names the server: compare from ECHO's on.
+    mine, theirs = (e.raw(payload).split(b"compare-from-here", 1)[1] for e in (proxy, standalone))
+    assert mine == theirs, f"\nproxy:      {mine!r}\nstandalone: {theirs!r}"
+    assert b"85.0511287799999" in mine
+
+
 def test_cross_slot_transaction_can_be_refused(proxy_factory, cluster, clean):
     proxy = proxy_factory("--cross-slot-transactions", "refuse")
     c = proxy.client()

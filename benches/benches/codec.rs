@@ -144,7 +144,7 @@ fn bench_encode(c: &mut Criterion) {
             .map(|i| {
                 (
                     Frame::Bulk(Bytes::from(format!("field:{i}"))),
-                    Frame::Double(f64::from(i) + 0.5),
+                    Frame::double(f64::from(i) + 0.5),
                 )
             })
             .collect(),

@@ -51,14 +51,8 @@ pub fn encode(frame: &Frame, version: Version, dst: &mut BytesMut) {
             }
             encode_pairs(pairs, version, dst);
         }
-        Frame::Double(d) => {
-            let text = format_double(*d);
-            if resp3 {
-                put_line(b',', text.as_bytes(), dst);
-            } else {
-                encode_bulk(text.as_bytes(), dst);
-            }
-        }
+        Frame::Double(text) if resp3 => put_line(b',', text, dst),
+        Frame::Double(text) => encode_bulk(text, dst),
         Frame::Boolean(b) if resp3 => dst.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
         Frame::Boolean(b) => encode_integer(i64::from(*b), dst),
         Frame::BigNumber(digits) if resp3 => put_line(b'(', digits, dst),

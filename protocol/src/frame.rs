@@ -38,8 +38,11 @@ pub enum Frame {
     Set(Vec<Frame>),
     /// RESP3 `>N\r\n...` (pub/sub messages). An array for RESP2.
     Push(Vec<Frame>),
-    /// RESP3 `,1.5\r\n`. A bulk string for RESP2.
-    Double(f64),
+    /// RESP3 `,1.5\r\n`: the text as the node wrote it (a valid double), so it goes back out
+    /// unchanged (Redis prints some with 17 significant digits, GEOPOS's with more). A bulk
+    /// string of the same text for RESP2, as Redis writes it. [`Frame::double`] makes one from
+    /// an `f64`.
+    Double(Bytes),
     /// RESP3 `#t\r\n`. The integer 1 or 0 for RESP2.
     Boolean(bool),
     /// RESP3 `(123...\r\n`: the digits, with an optional leading `-`. A bulk string for RESP2.
@@ -58,4 +61,21 @@ pub enum Frame {
         /// The frame the attributes belong to.
         frame: Box<Frame>,
     },
+}
+
+// === impl Frame ===
+
+impl Frame {
+    /// A double, written as Redis writes one ([`crate::format_double`]).
+    pub fn double(d: f64) -> Frame {
+        Frame::Double(Bytes::copy_from_slice(crate::format_double(d).as_bytes()))
+    }
+
+    /// The value of a [`Frame::Double`], or of a bulk string holding a number (a RESP2 score).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Frame::Double(text) | Frame::Bulk(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
 }

@@ -43,7 +43,7 @@ fn leaf() -> impl Strategy<Value = Frame> {
         any::<i64>().prop_map(Frame::Integer),
         blob().prop_map(Frame::Bulk),
         Just(Frame::Null),
-        double().prop_map(Frame::Double),
+        double().prop_map(Frame::double),
         any::<bool>().prop_map(Frame::Boolean),
         "-?[0-9]{1,40}".prop_map(|s| Frame::BigNumber(Bytes::from(s))),
         (any::<[u8; 3]>(), blob()).prop_map(|(format, text)| Frame::Verbatim { format, text }),

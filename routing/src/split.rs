@@ -974,11 +974,7 @@ fn merge_bitop(op: BitOp, replies: Vec<Frame>) -> Frame {
 /// `[[member, score], ...]` (scores as doubles).
 fn scored_members(reply: Frame) -> Option<Vec<(Bytes, f64)>> {
     let items = into_array(reply)?;
-    let score = |f: Frame| match f {
-        Frame::Double(d) => Some(d),
-        Frame::Bulk(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
-        _ => None,
-    };
+    let score = |f: Frame| f.as_f64();
     let mut out = Vec::with_capacity(items.len());
     let mut it = items.into_iter().peekable();
     while let Some(item) = it.next() {
@@ -1199,8 +1195,8 @@ mod tests {
         // RESP2 (flat, string scores) and RESP3 (pairs, doubles) replies.
         let foo = Frame::Array(vec![b("a"), b("1"), b("b"), b("0")]);
         let bar = Frame::Array(vec![
-            Frame::Array(vec![b("b"), Frame::Double(0.0)]),
-            Frame::Array(vec![b("c"), Frame::Double(-1.0)]),
+            Frame::Array(vec![b("b"), Frame::double(0.0)]),
+            Frame::Array(vec![b("c"), Frame::double(-1.0)]),
         ]);
         let pairs = |f: Frame| match f {
             Frame::Array(items) => items

@@ -79,10 +79,10 @@ fn resp3_types_and_their_downgrade() {
         b">1\r\n$7\r\nmessage\r\n",
         b"*1\r\n$7\r\nmessage\r\n",
     );
-    check(Frame::Double(1.5), b",1.5\r\n", b"$3\r\n1.5\r\n");
-    check(Frame::Double(3.0), b",3\r\n", b"$1\r\n3\r\n");
+    check(Frame::double(1.5), b",1.5\r\n", b"$3\r\n1.5\r\n");
+    check(Frame::double(3.0), b",3\r\n", b"$1\r\n3\r\n");
     check(
-        Frame::Double(f64::NEG_INFINITY),
+        Frame::double(f64::NEG_INFINITY),
         b",-inf\r\n",
         b"$4\r\n-inf\r\n",
     );
@@ -112,7 +112,7 @@ fn resp3_types_and_their_downgrade() {
     // Nested RESP3 types are downgraded all the way down.
     check(
         Frame::Array(vec![Frame::Map(vec![(
-            Frame::Double(0.5),
+            Frame::double(0.5),
             Frame::Set(vec![Frame::Boolean(false)]),
         )])]),
         b"*1\r\n%1\r\n,0.5\r\n~1\r\n#f\r\n",
@@ -123,8 +123,8 @@ fn resp3_types_and_their_downgrade() {
 #[test]
 fn nan_is_spelled_out() {
     let mut dst = BytesMut::new();
-    encode(&Frame::Double(f64::NAN), Version::Resp3, &mut dst);
-    encode(&Frame::Double(-f64::NAN), Version::Resp2, &mut dst);
+    encode(&Frame::double(f64::NAN), Version::Resp3, &mut dst);
+    encode(&Frame::double(-f64::NAN), Version::Resp2, &mut dst);
     assert_eq!(&dst[..], b",nan\r\n$3\r\nnan\r\n");
 }
 

@@ -115,10 +115,7 @@ impl PopKind {
     /// order that restores it. `popped` is what followed the key in the pop's reply.
     fn push_back(self, key: &[u8], popped: &[Frame]) -> Option<Request> {
         let bulk = |f: &Frame| match f {
-            Frame::Bulk(b) => Some(b.clone()),
-            Frame::Double(d) => Some(Bytes::from(
-                protocol::format_double(*d).as_str().to_string(),
-            )),
+            Frame::Bulk(b) | Frame::Double(b) => Some(b.clone()),
             _ => None,
         };
         // `[element]` / `[member, score]` (BLPOP, BZPOPMIN), or `[[elements]]` /
