@@ -29,6 +29,18 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` cannot be run or does not accept connections within five seconds.
     pub fn start(extra: &[&str]) -> RedisServer {
+        // Tests run in parallel: another test's server may take the port picked here before
+        // this one binds it. Then this one exits, and the port answers with the other's pid.
+        for _ in 0..5 {
+            if let Some(server) = RedisServer::try_start(extra) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port in five attempts");
+    }
+
+    /// Starts a server on a free port; `None` if the port turned out to be another's.
+    fn try_start(extra: &[&str]) -> Option<RedisServer> {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("slotway-routing-{}-{port}", std::process::id()));
@@ -59,7 +71,15 @@ impl RedisServer {
         let server = RedisServer { child, dir, port };
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
+                let info = server.connect().call(&["INFO", "server"]);
+                let ours = format!("process_id:{}\r\n", server.child.id());
+                let Frame::Bulk(text) = info else {
+                    return None;
+                };
+                return text
+                    .windows(ours.len())
+                    .any(|w| w == ours.as_bytes())
+                    .then_some(server);
             }
             sleep(Duration::from_millis(50));
         }
