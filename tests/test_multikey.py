@@ -371,7 +371,7 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     c.pfadd("migr:hll", "b", "c")
     c.set(f"{tag}w", "0")
     c.set(f"{tag}tx", "before")
-    c.mset({f"{tag}ta": "0", f"{tag}tb": "0", f"{tag}geo": "x"})
+    c.mset({f"{tag}ta": "0", f"{tag}tb": "0", f"{tag}geo": "x", f"{tag}ma": "0", f"{tag}mb": "0"})
     host, port = away.rsplit(":", 1)
     new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(home))
     old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(away))
@@ -393,6 +393,14 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
             p.exists(f"{tag}geo")
             return p.execute()
 
+    def multi_key_then_write():
+        # MSET is refused (one key moved, one not) until the slot settles; INCR must see its
+        # value, as on one node, not run first on the old node.
+        with proxy.client().pipeline(transaction=False) as p:
+            p.mset({f"{tag}ma": "1", f"{tag}mb": "2"})
+            p.incr(f"{tag}mb")
+            return p.execute()
+
     result: dict = {}
 
     def run(f):
@@ -401,7 +409,8 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         except redis.RedisError as e:
             result[f.__name__] = str(e)
 
-    waiting = [threading.Thread(target=run, args=(f,)) for f in (pfmerge, transaction, store_then_read)]
+    waiting = [threading.Thread(target=run, args=(f,))
+               for f in (pfmerge, transaction, store_then_read, multi_key_then_write)]
     try:
         old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}set")
         # Regression: the take stage was two pipelined commands; after ASKING only the first
@@ -430,7 +439,10 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         # key"; the transaction (refused with ASK by the old node, then at EXEC with TRYAGAIN
         # by the new one, where only one of its keys is) answered that TRYAGAIN; the EXISTS
         # pipelined after GEOSEARCHSTORE ran while GEOSEARCHSTORE waited, and found the key.
-        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}tb")
+        # And MSET (a multi-key request to a slot the proxy has seen migrating: the GET's ASK)
+        # held the client's INCR pipelined after it.
+        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}tb", f"{tag}ma")
+        assert c.get(f"{tag}ma") == "0"
         for t in waiting:
             t.start()
         time.sleep(0.3)
@@ -440,7 +452,8 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     for t in waiting:
         t.join(timeout=10)
     try:
-        assert result == {"pfmerge": True, "transaction": [1, 1], "store_then_read": [0, 0]}
+        assert result == {"pfmerge": True, "transaction": [1, 1], "store_then_read": [0, 0],
+                          "multi_key_then_write": [True, 3]}
         assert c.pfcount(f"{tag}hll") == 3
         direct = cluster.node_client(away)
         assert direct.pfcount(f"{tag}hll") == 3

@@ -28,6 +28,16 @@ pub enum Target {
     Node(usize),
 }
 
+impl Target {
+    /// The slot it is routed by, if any.
+    pub fn slot(self) -> Option<Slot> {
+        match self {
+            Target::Slot(s) | Target::Blocking(s) => Some(s),
+            Target::AnyMaster | Target::Master(_) | Target::Node(_) => None,
+        }
+    }
+}
+
 /// Which nodes a fanned-out command goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fan {

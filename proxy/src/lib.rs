@@ -25,6 +25,7 @@ pub mod listener;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod motion;
 pub mod names;
 pub mod reload;
 pub mod reply;

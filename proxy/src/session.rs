@@ -118,6 +118,9 @@ struct Pending {
     /// The node a redirect last sent it to; `None`: its target's node. A redirect's unknown
     /// host is filled in from the node that sent the redirect.
     redirected_to: Option<Arc<str>>,
+    /// Sent to a slot seen migrating, and refusable for it: the client's next requests wait
+    /// for its answer (`Entry::holds_pipeline`).
+    holds: bool,
 }
 
 #[derive(Debug)]
@@ -272,23 +275,27 @@ impl Entry {
     /// True for a request the client's later requests must wait for: a blocking command, or a
     /// command the proxy carries out in several steps (a cross-slot pop, move or blocking read,
     /// WAIT), until its last step is sent: a store command's write, the other groups of a
-    /// transaction after its watched group. A run over copies holds until it is answered: while
-    /// its slot migrates it is refused and sent again, and the client's later requests must
-    /// not run in between. One node runs a client's commands one at a time; these are the ones
-    /// whose execution could otherwise overlap the next ones (a later write to the destination
-    /// would run before the store's own).
+    /// transaction after its watched group. A run over copies, and a multi-key request or
+    /// transaction group sent to a slot seen migrating (`motion`), hold until answered: a node
+    /// may refuse them while the slot migrates, they are sent again, and the client's later
+    /// requests must not run in between. One node runs a client's commands one at a time;
+    /// these are the ones whose execution could otherwise overlap the next ones (a later write
+    /// to the destination would run before the store's own).
     fn holds_pipeline(&self) -> bool {
         match self {
-            Entry::Waiting(p) => matches!(p.target, Target::Blocking(_)),
-            Entry::Gather(g) => matches!(
-                g.finish,
-                Finish::Store(_) | Finish::Copies(_) | Finish::CopiesRan(_)
-            ),
+            Entry::Waiting(p) => p.holds || matches!(p.target, Target::Blocking(_)),
+            Entry::Gather(g) => {
+                matches!(
+                    g.finish,
+                    Finish::Store(_) | Finish::Copies(_) | Finish::CopiesRan(_)
+                ) || g.parts.iter().any(|(p, reply)| p.holds && reply.is_none())
+            }
             Entry::Exec(x) => {
-                x.groups.len() > 1
+                let watched_first = x.groups.len() > 1
                     && x.groups
                         .first()
-                        .is_some_and(|(g, _, done)| g.watched && !done)
+                        .is_some_and(|(g, _, done)| g.watched && !done);
+                watched_first || x.groups.iter().any(|(_, p, done)| p.holds && !done)
             }
             Entry::Pop(_)
             | Entry::Move(_)
@@ -315,6 +322,7 @@ impl Pending {
             script_loaded: false,
             restore: false,
             redirected_to: None,
+            holds: false,
         }
     }
 }
@@ -909,6 +917,22 @@ impl Session {
             Some(lane) => self.dedicated_conn(&pool, lane).send(job),
             None => pool.conn(self.client.version, self.client.id).send(job),
         }
+        if let Some(slot) = target.slot() {
+            if self.shared.topology.motion().migrating(slot) {
+                self.hold_if_refusable(seq, part);
+            }
+        }
+    }
+
+    /// Part `part` of request `seq` was sent to a slot seen migrating (`motion`): if the node
+    /// may refuse it for keys in motion (several keys, or a transaction group) and have it sent
+    /// again, the client's next requests wait for its answer.
+    fn hold_if_refusable(&mut self, seq: u64, part: u32) {
+        if let Some(p) = self.pending_mut(seq, part) {
+            p.holds = p.payload.is_some()
+                || routing::lookup(p.req.name(), p.req.arg(1))
+                    .is_some_and(|spec| spec.may_name_several_keys());
+        }
     }
 
     fn resolve(&self, target: Target) -> Option<Arc<NodePool>> {
@@ -1026,6 +1050,9 @@ impl Session {
             self.shared.metrics.redirect(kind, &node);
         }
         if let Some(redirect) = Redirect::parse(text) {
+            if !redirect.is_moved() {
+                self.shared.topology.motion().seen(redirect.slot());
+            }
             let Some(p) = self.pending_mut(seq, part) else {
                 return false;
             };
@@ -1055,6 +1082,9 @@ impl Session {
             return self.reload_script(seq, part);
         }
         let delay = if text.starts_with(b"TRYAGAIN") || self.copies_run_moving(seq, text) {
+            if let Some(slot) = self.pending_mut(seq, part).and_then(|p| p.target.slot()) {
+                self.shared.topology.motion().seen(slot);
+            }
             Duration::from_millis(20)
         } else if text.starts_with(b"CLUSTERDOWN") || text.starts_with(b"LOADING") {
             self.shared.topology.request_refresh();
@@ -1865,13 +1895,17 @@ impl Session {
                     // Followed at once, as the client's later requests that meet the same
                     // ASK are (waiting would let them run first). ASKING before MULTI holds
                     // for the whole transaction.
-                    Some(Redirect::Ask { addr, .. }) => {
+                    Some(Redirect::Ask { slot, addr }) => {
+                        topology.motion().seen(slot);
                         let to = topology.pool(&addr);
                         return self.send(seq, part, Some((to, true)));
                     }
                     None => {}
                 }
                 if slot_in_motion(&text) {
+                    if let Some(slot) = group.slot.filter(|_| text.starts_with(b"TRYAGAIN")) {
+                        topology.motion().seen(slot);
+                    }
                     let msg = String::from_utf8_lossy(&text).into_owned();
                     self.retry_later(seq, part, Duration::from_millis(50), move || {
                         ProxyError::Other(msg)

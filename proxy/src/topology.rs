@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{BackendConn, ConnSettings};
 use crate::config::Config;
 use crate::metrics::{Metrics, NodeMetrics, NodeState};
+use crate::motion::Motion;
 
 /// Fast polling after a node failure lasts at most this long.
 const FAST_POLL_WINDOW: Duration = Duration::from_secs(60);
@@ -88,6 +89,8 @@ pub struct Topology {
     generation: AtomicU64,
     /// Held while a snapshot is stored (see [`Topology::store`]).
     store_lock: Mutex<()>,
+    /// The slots seen migrating (`ASK`, `TRYAGAIN`) until their `MOVED`.
+    motion: Motion,
 }
 
 /// The reloadable part of the topology's configuration.
@@ -253,7 +256,13 @@ impl Topology {
             refreshes: Default::default(),
             generation: AtomicU64::new(0),
             store_lock: Mutex::new(()),
+            motion: Motion::new(),
         })
+    }
+
+    /// The slots seen migrating.
+    pub fn motion(&self) -> &Motion {
+        &self.motion
     }
 
     /// The current snapshot. Lock-free.
@@ -296,6 +305,7 @@ impl Topology {
 
     /// Applies a `MOVED`: from now on `slot` goes to `addr`, and a full refresh is requested.
     pub fn moved(&self, slot: Slot, addr: &str) {
+        self.motion.settled(slot);
         let current = self.routes.load();
         let already = current.master_for(slot).is_some_and(|p| &*p.addr == addr);
         if !already {

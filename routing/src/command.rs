@@ -190,6 +190,12 @@ impl CommandSpec {
         }
     }
 
+    /// True if a request of this command may name more than one key (MSET, RENAME, EVAL...):
+    /// the commands a cluster node may refuse with `TRYAGAIN` while their slot migrates.
+    pub fn may_name_several_keys(&self) -> bool {
+        self.first_key != self.last_key || self.flags.contains(Flags::MOVABLE_KEYS)
+    }
+
     /// True for a container command such as `CONFIG` or `CLIENT`, whose real work is done by
     /// its subcommands.
     pub fn is_container(&self) -> bool {
@@ -326,6 +332,35 @@ mod tests {
             lookup(b"ZRANGEBYSCORE", None).unwrap().name,
             "zrangebyscore"
         );
+    }
+
+    #[test]
+    fn commands_that_may_name_several_keys() {
+        for name in [
+            "mset",
+            "rename",
+            "lmove",
+            "eval",
+            "zunionstore",
+            "xread",
+            "sort",
+            "mget",
+        ] {
+            assert!(
+                lookup(name.as_bytes(), None)
+                    .unwrap()
+                    .may_name_several_keys(),
+                "{name}"
+            );
+        }
+        for name in ["get", "set", "incr", "hset", "ping"] {
+            assert!(
+                !lookup(name.as_bytes(), None)
+                    .unwrap()
+                    .may_name_several_keys(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
