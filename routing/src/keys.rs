@@ -67,6 +67,25 @@ pub fn for_each_key(
     request: &Request,
     mut f: impl FnMut(usize),
 ) -> Result<(), &'static str> {
+    // Most requests (GET, SET, HSET...): one key spec, one key at argument 1. What the general
+    // path below finds for it, without its bookkeeping.
+    if let [KeySpec {
+        begin_search: BeginSearch::Index(1),
+        find_keys:
+            FindKeys::Range {
+                last_key: 0,
+                step: 1..,
+                ..
+            },
+        incomplete: false,
+        not_key: false,
+    }] = spec.key_specs
+    {
+        if request.len() > 1 {
+            f(1);
+            return Ok(());
+        }
+    }
     let has_keyspec = spec.key_specs.iter().any(|ks| !ks.not_key);
     if has_keyspec && apply_specs(spec, request, false, &mut f) {
         return Ok(());
