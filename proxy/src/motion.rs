@@ -36,27 +36,25 @@ impl Motion {
 
     /// A node answered `ASK` or `TRYAGAIN` for `slot`.
     pub fn seen(&self, slot: Slot) {
-        if let Some(t) = self.last_seen.get(usize::from(slot.get())) {
-            t.store(self.now(), Ordering::Relaxed);
-        }
+        self.cell(slot).store(self.now(), Ordering::Relaxed);
     }
 
     /// A node answered `MOVED` for `slot`: its migration is over.
     pub fn settled(&self, slot: Slot) {
-        if let Some(t) = self.last_seen.get(usize::from(slot.get())) {
-            t.store(0, Ordering::Relaxed);
-        }
+        self.cell(slot).store(0, Ordering::Relaxed);
     }
 
     /// True if `slot` answered `ASK` or `TRYAGAIN` in the last few seconds.
     pub fn migrating(&self, slot: Slot) -> bool {
-        match self.last_seen.get(usize::from(slot.get())) {
-            Some(t) => match t.load(Ordering::Relaxed) {
-                0 => false,
-                seen => self.now().saturating_sub(seen) <= WINDOW.as_secs() as u32,
-            },
-            None => false,
+        match self.cell(slot).load(Ordering::Relaxed) {
+            0 => false,
+            seen => self.now().saturating_sub(seen) <= WINDOW.as_secs() as u32,
         }
+    }
+
+    /// The slot's entry (there is one for every slot: `Slot` is below `Slot::COUNT`).
+    fn cell(&self, slot: Slot) -> &AtomicU32 {
+        &self.last_seen[usize::from(slot.get())]
     }
 
     /// Seconds since the start, from 1 (0 means never).

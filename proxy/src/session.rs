@@ -1963,7 +1963,6 @@ impl Session {
     }
 }
 
-/// True for a node's refusal that says the slot is moving or has moved.
 /// Runs `f` on `pinned`, a session's own slot map, or on the current one if it has none.
 fn with_routes<R>(
     pinned: &Option<Arc<Routes>>,
