@@ -355,7 +355,8 @@ def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster,
 
 def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, clean):
     """A slot half-way through a migration (MIGRATING on its master, IMPORTING on the next,
-    some keys moved): SMOVE from a moved set is asked on the new node, a transaction whose
+    some keys moved): SMOVE from a moved set is asked on the new node, an LMOVE or SMOVE
+    whose destination refuses puts the element back on the new node, a transaction whose
     watched key left the node aborts as if the key had changed, and PFMERGE into a key still on
     the old node (run over copies) waits for the slot to settle instead of failing, as do a
     transaction over a moved and an unmoved key, and a run over copies pipelined with a read
@@ -417,6 +418,19 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         # ran on the new node, and the client got the second's MOVED.
         assert c.smove(f"{tag}set", "migr:dst", "m") is True
         assert c.smembers("migr:dst") == {"m"}
+        # Regression: a move refused by its destination put what it took back with a request
+        # nobody followed; the old node answered ASK (the emptied key had left it) and the
+        # element was lost.
+        c.set("migr:str", "s")
+        c.rpush(f"{tag}list", "x")
+        c.sadd(f"{tag}set2", "p")
+        old.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", f"{tag}list", f"{tag}set2")
+        with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
+            c.lmove(f"{tag}list", "migr:str", "LEFT", "LEFT")
+        assert c.lrange(f"{tag}list", 0, -1) == ["x"]
+        with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
+            c.smove(f"{tag}set2", "migr:str", "p")
+        assert c.smembers(f"{tag}set2") == {"p"}
         # Regression: answered EXECABORT (the node refused the queued SET with ASK).
         with proxy.client().pipeline() as p:
             p.watch(f"{tag}w")
@@ -458,6 +472,8 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         direct = cluster.node_client(away)
         assert direct.pfcount(f"{tag}hll") == 3
         assert direct.get(f"{tag}w") == "0" and direct.exists(f"{tag}set", f"{tag}geo") == 0
+        assert direct.lrange(f"{tag}list", 0, -1) == ["x"]
+        assert direct.smembers(f"{tag}set2") == {"p"}
         assert direct.mget(f"{tag}ta", f"{tag}tb") == ["1", "1"]
         assert not [k for k in c.keys("*") if "slotway-copy" in k]
     finally:

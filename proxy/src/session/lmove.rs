@@ -6,17 +6,19 @@
 //! | stage | sends | next |
 //! |-------|-------|------|
 //! | pop   | `LMPOP 1 src END` (pooled), or `BLMPOP timeout 1 src END` on the client's own connection | nil: answer nil; element: push |
-//! | push  | `LPUSH`/`RPUSH dst element` | done: answer the element; error (WRONGTYPE): put the element back where it was, answer the error |
+//! | push  | `LPUSH`/`RPUSH dst element` | done: answer the element; error (WRONGTYPE): put back |
+//! | put back | `LPUSH`/`RPUSH src element`, the end it came from | done: answer the push's error |
 //!
-//! So the element is never duplicated and, unless the proxy dies between the two steps, never
-//! lost; but for that moment it is in neither list, where one node would show it in one of
-//! them.
+//! Every stage is one request, redirected and retried like any other, and the client's next
+//! requests wait until the last one is answered. So the element is never duplicated and,
+//! unless the proxy dies between the steps, never lost; but for that moment it is in neither
+//! list, where one node would show it in one of them.
 
 use bytes::Bytes;
 use protocol::{Frame, Request};
 use routing::Slot;
 
-use super::pop::{check_timeout, decode, send_and_forget};
+use super::pop::{check_timeout, decode};
 use super::{encode, Entry, Pending, Session};
 use crate::dispatch::Target;
 use crate::error::ProxyError;
@@ -34,6 +36,8 @@ pub(super) struct Move {
     timeout: Option<Bytes>,
     /// The element, once popped (push stage).
     element: Option<Bytes>,
+    /// The push's refusal, while the element is put back (put-back stage).
+    refused: Option<Frame>,
     pending: Pending,
 }
 
@@ -77,6 +81,7 @@ impl Move {
             to_left,
             timeout,
             element: None,
+            refused: None,
             pending: Pending::new(pop, target),
         })
     }
@@ -96,6 +101,14 @@ impl Session {
             return;
         };
         let frame = decode(&raw);
+        if let Some(refused) = m.refused.take() {
+            // The put-back's reply: the element is where it was; the client gets the refusal.
+            let answer = match frame {
+                Frame::Integer(_) => refused,
+                other => put_back_failed("move", &refused, &other),
+            };
+            return self.move_answer(idx, answer);
+        }
         let answer = match (m.element.take(), frame) {
             // The pop failed: nothing was taken.
             (None, err @ Frame::Error(_)) => err,
@@ -127,26 +140,19 @@ impl Session {
                 Frame::Error(e)
             }
             (Some(element), other) => {
-                // Not pushed (WRONGTYPE, OOM, no owner): put it back at the end it came from.
+                // Not pushed (WRONGTYPE, OOM, no owner): put it back at the end it came from,
+                // then answer the refusal.
                 let cmd: &[u8] = if m.from_left { b"LPUSH" } else { b"RPUSH" };
                 let back = Request::from_args([cmd, &m.src, &element]);
-                let slot = Slot::for_key(&m.src);
-                self.put_back(slot, back);
-                match other {
+                m.pending = Pending::new(back, Target::Slot(Slot::for_key(&m.src)));
+                m.refused = Some(match other {
                     err @ Frame::Error(_) => err,
                     _ => unexpected(),
-                }
+                });
+                return self.send(seq, 0, None);
             }
         };
         self.move_answer(idx, answer);
-    }
-
-    /// Sends `back`, which returns what a move took to its source in `slot`, without waiting
-    /// for its reply (the move is answered already; nobody else has the element).
-    pub(super) fn put_back(&self, slot: Slot, back: Request) {
-        if let Some(pool) = self.resolve(Target::Slot(slot)) {
-            send_and_forget(&pool, self.client.version, self.client.id, back);
-        }
     }
 
     fn move_answer(&mut self, idx: usize, frame: Frame) {
@@ -158,6 +164,21 @@ impl Session {
 
 /// What the proxy's error for a request whose outcome is unknown says (`error.rs`).
 pub(super) const UNKNOWN: &[u8] = b"may or may not have been applied";
+
+/// The answer when what a cross-slot `what` took from its source could not be put back after
+/// the destination refused it (`refused`): the source lost it, and the client must know.
+pub(super) fn put_back_failed(what: &str, refused: &Frame, err: &Frame) -> Frame {
+    let text = |f: &Frame| match f {
+        Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let (refused, err) = (text(refused), text(err));
+    tracing::warn!(%refused, %err, "cross-slot {what}: the taken element could not be put back");
+    Frame::Error(Bytes::from(format!(
+        "ERR Slotway: the destination refused the cross-slot {what} ({refused}) and putting \
+         the element back into the source failed ({err}): the source lost it"
+    )))
+}
 
 fn unexpected() -> Frame {
     Frame::Error(Bytes::from_static(

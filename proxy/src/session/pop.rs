@@ -473,6 +473,17 @@ impl Session {
                     }
                 }
             }
+            Stage::Block if slot.2.is_empty() => {
+                // A put-back (below) answered: the element is where it was.
+                if !matches!(frame, Frame::Integer(_)) {
+                    let refused = Frame::Error(Bytes::from_static(b"lost the race"));
+                    super::lmove::put_back_failed("pop", &refused, &frame);
+                }
+                if pop.parts.iter().all(|(_, r, _)| r.is_some()) {
+                    let answer = pop.answer.take().unwrap_or(Frame::NullArray);
+                    self.pop_answer(idx, answer);
+                }
+            }
             Stage::Block => {
                 let popped = matches!(&frame, Frame::Array(items) if !items.is_empty());
                 let kind = pop.kind;
@@ -495,16 +506,26 @@ impl Session {
                         .map(|(i, _)| i as u32)
                         .collect();
                 }
+                let mut put_back_part = None;
+                if let Some((key, req)) = put_back {
+                    // A part of its own, without keys: sent, redirected and retried like the
+                    // others, and the pop is answered once it is back.
+                    tracing::debug!(
+                        client = self.client.id,
+                        "cross-slot pop: a loser took an element, putting it back"
+                    );
+                    let p = Pending::new(req, Target::Slot(Slot::for_key(&key)));
+                    pop.parts.push((p, None, Vec::new()));
+                    put_back_part = Some(pop.parts.len() as u32 - 1);
+                }
                 let finished = pop.parts.iter().all(|(_, r, _)| r.is_some());
                 let answer = if finished {
                     Some(pop.answer.take().unwrap_or(Frame::NullArray))
                 } else {
                     None
                 };
-                if let Some((key, req)) = put_back {
-                    if let Some(pool) = self.resolve(Target::Slot(Slot::for_key(&key))) {
-                        send_and_forget(&pool, self.client.version, self.client.id, req);
-                    }
+                if let Some(part) = put_back_part {
+                    self.send(seq, part, None);
                 }
                 for loser in losers {
                     self.unblock(seq, loser);

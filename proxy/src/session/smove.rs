@@ -6,7 +6,8 @@
 //! | stage  | sends (to)                              | next |
 //! |--------|-----------------------------------------|------|
 //! | take   | `SREM src member` (source's node)       | error (WRONGTYPE): it; removed: add; else (no member, or no source): check |
-//! | add    | `SADD dst member` (destination's node)  | done: 1; error (WRONGTYPE): put the member back, answer the error |
+//! | add    | `SADD dst member` (destination's node)  | done: 1; error (WRONGTYPE): put back |
+//! | put back | `SADD src member` (source's node)     | done: answer the add's error |
 //! | check  | `TYPE dst` (destination's node)         | set or none: 0; another type: source |
 //! | source | `EXISTS src` (source's node)            | the source exists: WRONGTYPE (Redis checks the destination's type before the member); else 0 |
 //!
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use protocol::{Frame, Request};
 use routing::Slot;
 
-use super::lmove::UNKNOWN;
+use super::lmove::{put_back_failed, UNKNOWN};
 use super::pop::decode;
 use super::{encode, Entry, Pending, Session};
 use crate::dispatch::Target;
@@ -38,12 +39,14 @@ pub(super) struct SetMove {
     pending: Pending,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Stage {
     Take,
     Add,
     Check,
     Source,
+    /// The add was refused with this error; the member goes back to the source.
+    PutBack(Frame),
 }
 
 // === impl SetMove ===
@@ -85,7 +88,7 @@ impl Session {
         let Some(Entry::SetMove(m)) = self.queue.get_mut(idx) else {
             return;
         };
-        let answer = match m.stage {
+        let answer = match std::mem::replace(&mut m.stage, Stage::Take) {
             Stage::Take => match decode(&raw) {
                 Frame::Integer(1) => {
                     let add = Request::from_args([b"SADD".as_slice(), &m.dst, &m.member]);
@@ -108,15 +111,20 @@ impl Session {
                     Frame::Error(e)
                 }
                 other => {
-                    // Not added (WRONGTYPE, OOM, no owner): put the member back.
-                    let back = Request::from_args([b"SADD".as_slice(), &m.src, &m.member]);
-                    let slot = Slot::for_key(&m.src);
-                    self.put_back(slot, back);
-                    match other {
+                    // Not added (WRONGTYPE, OOM, no owner): put the member back, then answer
+                    // the refusal.
+                    let refused = match other {
                         err @ Frame::Error(_) => err,
                         _ => unexpected(),
-                    }
+                    };
+                    let back = Request::from_args([b"SADD".as_slice(), &m.src, &m.member]);
+                    m.next(Stage::PutBack(refused), back);
+                    return self.send(seq, 0, None);
                 }
+            },
+            Stage::PutBack(refused) => match decode(&raw) {
+                Frame::Integer(_) => refused,
+                other => put_back_failed("SMOVE", &refused, &other),
             },
             Stage::Check => match decode(&raw) {
                 Frame::Simple(t) if t.as_ref() == b"set" || t.as_ref() == b"none" => {
