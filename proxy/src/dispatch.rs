@@ -117,8 +117,8 @@ pub enum Plan {
     /// ZUNION, LCS, PFMERGE, SORT ... STORE... over keys of several slots: run on one node over copies of
     /// the others (see `copies`).
     OnCopies(Copies),
-    /// XREAD / XREADGROUP with BLOCK over streams of several slots (see `session::xread`).
-    BlockingRead,
+    /// XREAD with BLOCK, and XREADGROUP, over streams of several slots (see `session::xread`).
+    StreamRead,
     /// PUBLISH: sent to the first master (where every Slotway instance subscribes its
     /// clients); the channel's subscribers on every other node are counted with PUBSUB NUMSUB
     /// and added to its count.
@@ -333,8 +333,8 @@ pub fn plan(
             return Ok(Plan::Rename);
         }
         KeySlot::Many if spec.name == "smove" => return Ok(Plan::SetMove),
-        KeySlot::Many if matches!(spec.name, "xread" | "xreadgroup") && has_block(req) => {
-            return Ok(Plan::BlockingRead);
+        KeySlot::Many if spec.name == "xreadgroup" || (spec.name == "xread" && has_block(req)) => {
+            return Ok(Plan::StreamRead);
         }
         KeySlot::Many => {
             return match routing::split::split(spec.name, req) {
@@ -555,7 +555,21 @@ mod tests {
         }
         assert!(matches!(
             plan_of(&["XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$"]),
-            Ok(Plan::BlockingRead)
+            Ok(Plan::StreamRead)
+        ));
+        assert!(matches!(
+            plan_of(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "STREAMS",
+                "a",
+                "b",
+                ">",
+                ">"
+            ]),
+            Ok(Plan::StreamRead)
         ));
         assert!(matches!(
             plan_of(&["XREAD", "STREAMS", "a", "b", "0", "0"]),

@@ -79,7 +79,7 @@ enum Entry {
     Rename(Box<rename::Rename>),
     /// An SMOVE between sets of two slots.
     SetMove(Box<smove::SetMove>),
-    /// XREAD / XREADGROUP with BLOCK over streams of several slots.
+    /// XREAD with BLOCK, or XREADGROUP, over streams of several slots.
     Read(Box<xread::Read>),
     /// A request that must wait for everything before it (see [`Entry::holds_pipeline`]):
     /// started when it reaches the head of the queue.
@@ -736,12 +736,10 @@ impl Session {
                     .collect();
                 self.start_gather(req, parts, Merge::Sum, Finish::Publish);
             }
-            Plan::BlockingRead => {
-                match xread::Read::parse(spec.map_or("xread", |s| s.name), &req) {
-                    Ok(read) => self.later(Later::Read(read)),
-                    Err(e) => self.fail_new(e),
-                }
-            }
+            Plan::StreamRead => match xread::Read::parse(spec.map_or("xread", |s| s.name), &req) {
+                Ok(read) => self.later(Later::Read(read)),
+                Err(e) => self.fail_new(e),
+            },
             Plan::Move => match lmove::Move::parse(spec.map_or("", |s| s.name), &req) {
                 Ok(m) => self.later(Later::Move(m)),
                 Err(e) => self.fail_new(e),
@@ -1738,7 +1736,7 @@ impl Session {
             Ok(Plan::Local(name)) => Err(ProxyError::Other(format!(
                 "ERR Slotway cannot queue '{name}' inside a transaction"
             ))),
-            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::SetMove | Plan::OnCopies(_) | Plan::BlockingRead) => Err(ProxyError::Other(format!(
+            Ok(Plan::Split(_) | Plan::MultiPop | Plan::Move | Plan::Rename | Plan::SetMove | Plan::OnCopies(_) | Plan::StreamRead) => Err(ProxyError::Other(format!(
                 "CROSSSLOT Keys in request don't hash to the same slot ('{}' inside MULTI must keep its keys in one slot)",
                 spec.map_or("?", |s| s.name)
             ))),
