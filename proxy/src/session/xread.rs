@@ -38,7 +38,7 @@ struct GroupCheck {
     streams: Vec<(Bytes, Bytes)>,
 }
 
-/// A cross-slot blocking stream read in progress.
+/// A cross-slot stream read (XREAD with BLOCK, XREADGROUP) in progress.
 #[derive(Debug)]
 pub(super) struct Read {
     /// The command table name, for mapping key names back.
