@@ -356,7 +356,8 @@ def test_multi_step_commands_follow_moved_at_every_stage(proxy_factory, cluster,
 def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, clean):
     """A slot half-way through a migration (MIGRATING on its master, IMPORTING on the next,
     some keys moved): SMOVE from a moved set is asked on the new node, an LMOVE or SMOVE
-    whose destination refuses puts the element back on the new node, a transaction whose
+    whose destination refuses puts the element back on the new node, ZUNIONSTORE replaces a
+    destination still on the old node, a transaction whose
     watched key left the node aborts as if the key had changed, and PFMERGE into a key still on
     the old node (run over copies) waits for the slot to settle instead of failing, as do a
     transaction over a moved and an unmoved key, and a run over copies pipelined with a read
@@ -373,6 +374,9 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
     c.set(f"{tag}w", "0")
     c.set(f"{tag}tx", "before")
     c.mset({f"{tag}ta": "0", f"{tag}tb": "0", f"{tag}geo": "x", f"{tag}ma": "0", f"{tag}mb": "0"})
+    c.zadd(f"{tag}zdst", {"old": 1})
+    c.zadd("migr:z1", {"a": 1})
+    c.zadd("migr:z2", {"b": 2})
     host, port = away.rsplit(":", 1)
     new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(home))
     old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(away))
@@ -431,6 +435,11 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         with pytest.raises(redis.ResponseError, match="^WRONGTYPE"):
             c.smove(f"{tag}set2", "migr:str", "p")
         assert c.smembers(f"{tag}set2") == {"p"}
+        # Regression: a store's write (one script: DEL, then ZADD) to a destination still on
+        # the old node was refused after its DEL, the emptied key being the new node's: the
+        # client got "Script attempted to access a non local key", and the destination was gone.
+        assert c.zunionstore(f"{tag}zdst", ["migr:z1", "migr:z2"]) == 2
+        assert c.zrange(f"{tag}zdst", 0, -1, withscores=True) == [("a", 1.0), ("b", 2.0)]
         # Regression: answered EXECABORT (the node refused the queued SET with ASK).
         with proxy.client().pipeline() as p:
             p.watch(f"{tag}w")
@@ -474,6 +483,7 @@ def test_multi_step_commands_work_while_their_slot_is_migrating(proxy, cluster, 
         assert direct.get(f"{tag}w") == "0" and direct.exists(f"{tag}set", f"{tag}geo") == 0
         assert direct.lrange(f"{tag}list", 0, -1) == ["x"]
         assert direct.smembers(f"{tag}set2") == {"p"}
+        assert direct.zrange(f"{tag}zdst", 0, -1) == ["a", "b"]
         assert direct.mget(f"{tag}ta", f"{tag}tb") == ["1", "1"]
         assert not [k for k in c.keys("*") if "slotway-copy" in k]
     finally:

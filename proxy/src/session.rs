@@ -273,10 +273,10 @@ enum Later {
 
 impl Entry {
     /// True for a request the client's later requests must wait for: a blocking command, or a
-    /// command the proxy carries out in several steps (a cross-slot pop, move or blocking read,
-    /// WAIT), until its last step is sent: a store command's write, the other groups of a
-    /// transaction after its watched group. A run over copies, and a multi-key request or
-    /// transaction group sent to a slot seen migrating (`motion`), hold until answered: a node
+    /// command the proxy carries out in several steps (a cross-slot pop, move or stream read,
+    /// WAIT), until its last step is sent: the other groups of a transaction after its watched
+    /// group. A store command's write, a run over copies, and a multi-key request or
+    /// transaction group sent to a slot seen migrating (`motion`) hold until answered: a node
     /// may refuse them while the slot migrates, they are sent again, and the client's later
     /// requests must not run in between. One node runs a client's commands one at a time;
     /// these are the ones whose execution could otherwise overlap the next ones (a later write
@@ -287,7 +287,7 @@ impl Entry {
             Entry::Gather(g) => {
                 matches!(
                     g.finish,
-                    Finish::Store(_) | Finish::Copies(_) | Finish::CopiesRan(_)
+                    Finish::Store(_) | Finish::Stored(_) | Finish::Copies(_) | Finish::CopiesRan(_)
                 ) || g.parts.iter().any(|(p, reply)| p.holds && reply.is_none())
             }
             Entry::Exec(x) => {
@@ -1079,7 +1079,7 @@ impl Session {
         if text.starts_with(b"NOSCRIPT") {
             return self.reload_script(seq, part);
         }
-        let delay = if text.starts_with(b"TRYAGAIN") || self.copies_run_moving(seq, text) {
+        let delay = if text.starts_with(b"TRYAGAIN") || self.own_script_met_moving_slot(seq, text) {
             if let Some(slot) = self.pending_mut(seq, part).and_then(|p| p.target.slot()) {
                 self.shared.topology.motion().seen(slot);
             }
@@ -1095,14 +1095,18 @@ impl Session {
         true
     }
 
-    /// True if `text` says that the script running a command over copies (`copies.rs`) met a
-    /// key of a slot in migration: it wrote nothing (each step of the script checks first, and
-    /// the copies are deleted again), and runs once the slot has settled.
-    fn copies_run_moving(&self, seq: u64, text: &[u8]) -> bool {
+    /// True if `text` says that one of the proxy's own scripts met a key of a slot in
+    /// migration (a write to a key missing on the slot's old node): it runs again once the
+    /// slot has settled, or is asked on the new node. A run over copies (`copies.rs`) wrote
+    /// nothing (each step checks first, and the copies are deleted again). A store's write
+    /// (`session/store.rs`) had deleted the destination when its first write was refused; run
+    /// again, it writes the whole result.
+    fn own_script_met_moving_slot(&self, seq: u64, text: &[u8]) -> bool {
         text.starts_with(b"ERR Script attempted to access a non local key")
             && matches!(
                 self.index_of(seq).and_then(|i| self.queue.get(i)),
-                Some(Entry::Gather(g)) if matches!(g.finish, Finish::CopiesRan(_))
+                Some(Entry::Gather(g))
+                    if matches!(g.finish, Finish::CopiesRan(_) | Finish::Stored(_))
             )
     }
 
