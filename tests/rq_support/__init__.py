@@ -1,0 +1,1 @@
+"""What the RQ acceptance test (test_rq.py) enqueues; its worker imports this package."""
