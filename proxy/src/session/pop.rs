@@ -474,10 +474,14 @@ impl Session {
                 }
             }
             Stage::Block if slot.2.is_empty() => {
-                // A put-back (below) answered: the element is where it was.
+                // A put-back (below) answered: the element is where it was, unless the key
+                // refused it (another client made it a string meanwhile).
                 if !matches!(frame, Frame::Integer(_)) {
-                    let refused = Frame::Error(Bytes::from_static(b"lost the race"));
-                    super::lmove::put_back_failed("pop", &refused, &frame);
+                    tracing::warn!(
+                        client = self.client.id,
+                        reply = ?frame,
+                        "cross-slot pop: what a loser of the race took could not be put back"
+                    );
                 }
                 if pop.parts.iter().all(|(_, r, _)| r.is_some()) {
                     let answer = pop.answer.take().unwrap_or(Frame::NullArray);
