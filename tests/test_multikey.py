@@ -619,6 +619,23 @@ def test_scan_visits_every_key_with_match_count_and_type(proxy, clean):
         c.scan(cursor=1023)
 
 
+def test_scan_of_a_small_keyspace_answers_like_one_node(proxy, standalone, cluster, clean):
+    """One node's SCAN returns about COUNT keys per call, so a keyspace smaller than COUNT
+    comes back whole, with cursor 0, from one call (scripts that call SCAN once rely on it).
+    Through the proxy the masters' scans follow each other within that call."""
+    keys = spread_keys(cluster, "small", per_master=3)
+    for endpoint in (proxy, standalone):
+        endpoint.client().mset({k: "v" for k in keys})
+    for options in ({}, {"count": 1000}, {"count": 100, "match": "small:*"}, {"_type": "string"}):
+        through = proxy.client().scan(0, **options)
+        direct = standalone.client().scan(0, **options)
+        assert (through[0], sorted(through[1])) == (direct[0], sorted(direct[1])), options
+        assert through[0] == 0 and sorted(through[1]) == sorted(keys), options
+    # A COUNT smaller than the keyspace still takes several calls, each key once.
+    c = proxy.client()
+    assert sorted(c.scan_iter(count=2)) == sorted(keys)
+
+
 def test_keyspace_wide_commands(proxy, cluster, clean):
     c = proxy.client()
     assert c.randomkey() is None

@@ -58,6 +58,9 @@ pub enum Finish {
         master: usize,
         /// MATCH pattern the proxy applies itself (to client key names), if any.
         pattern: Option<bytes::Bytes>,
+        /// Keys the masters before `master` returned in this same call (their scans ended
+        /// within the client's COUNT, so the next one started at once).
+        carried: Vec<bytes::Bytes>,
     },
     /// INFO: the proxy's own sections, with `# Keyspace` summed from the masters' replies.
     Info,

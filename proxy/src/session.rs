@@ -769,7 +769,12 @@ impl Session {
                 pattern,
             } => {
                 let parts = vec![(Pending::new(request, Target::Master(master)), None)];
-                self.start_gather(req, parts, Merge::Concat, Finish::Scan { master, pattern });
+                let finish = Finish::Scan {
+                    master,
+                    pattern,
+                    carried: Vec::new(),
+                };
+                self.start_gather(req, parts, Merge::Concat, finish);
             }
         }
     }
@@ -1235,6 +1240,9 @@ impl Session {
     /// Every part of the gathered entry `seq` (at queue index `idx`) has answered: answer the
     /// client or, for a store command whose sources merged into a set, write it.
     fn gather_done(&mut self, seq: u64, idx: usize) {
+        if self.scan_goes_on(seq, idx) {
+            return;
+        }
         let (store, copies) = match self.queue.get(idx) {
             Some(Entry::Gather(g)) => match &g.finish {
                 Finish::Store(dst) => (Some(dst.clone()), false),
@@ -1251,6 +1259,49 @@ impl Session {
             }
             (_, frame) => self.queue[idx] = Entry::Done(encode(&frame, self.client.version)),
         }
+    }
+
+    /// SCAN entry `seq` (queue index `idx`): if its master's scan has ended and the keys so far
+    /// are fewer than the client's COUNT (10 by default), the next master's scan starts in the
+    /// same call (its keys are added to these). One node's SCAN returns about COUNT keys per
+    /// call, so a small keyspace comes back whole, with cursor 0. True if it went on.
+    fn scan_goes_on(&mut self, seq: u64, idx: usize) -> bool {
+        let masters = self.with_routes(|r| r.masters().len());
+        let Some(Entry::Gather(g)) = self.queue.get_mut(idx) else {
+            return false;
+        };
+        let Finish::Scan {
+            master, carried, ..
+        } = &mut g.finish
+        else {
+            return false;
+        };
+        let Some((p, Some(raw))) = g.parts.first() else {
+            return false;
+        };
+        let Frame::Array(items) = pop::decode(raw) else {
+            return false;
+        };
+        let [Frame::Bulk(cursor), Frame::Array(keys)] = items.as_slice() else {
+            return false;
+        };
+        let count = scan_count(&p.req);
+        if cursor.as_ref() != b"0" || *master + 1 >= masters || carried.len() + keys.len() >= count
+        {
+            return false;
+        }
+        carried.extend(keys.iter().filter_map(|k| match k {
+            Frame::Bulk(k) => Some(k.clone()),
+            _ => None,
+        }));
+        *master += 1;
+        let mut args: Vec<&[u8]> = p.req.args().collect();
+        args[1] = b"0";
+        let next = Pending::new(Request::from_args(args), Target::Master(*master));
+        g.parts = vec![(next, None)];
+        g.remaining = 1;
+        self.send(seq, 0, None);
+        true
     }
 
     /// The keys outside the home slot of entry `seq` (queue index `idx`) have been read
@@ -1317,9 +1368,13 @@ impl Session {
             Finish::Copies(_) => Frame::Array(frames),
             Finish::CopiesRan(copies) => copies.answer(frames.pop().unwrap_or(Frame::Null)),
             Finish::Publish => publish_count(frames),
-            Finish::Scan { master, pattern } => {
+            Finish::Scan {
+                master,
+                pattern,
+                carried,
+            } => {
                 let masters = with_routes(&self.routes, &self.shared, |r| r.masters().len());
-                let reply = scan_reply(frames, *master, masters);
+                let reply = scan_reply(frames, *master, masters, carried.clone());
                 if renaming {
                     let reply =
                         names::restore_reply(&self.shared.names, self.client.db, "scan", reply);
@@ -1988,12 +2043,17 @@ fn resolve(routes: &Routes, target: Target, client_id: u64) -> Option<&Arc<NodeP
 }
 
 /// Rewrites a node's SCAN reply `[cursor, keys]` with the proxy's cursor.
-fn scan_reply(mut frames: Vec<Frame>, master: usize, masters: usize) -> Frame {
+fn scan_reply(mut frames: Vec<Frame>, master: usize, masters: usize, carried: Vec<Bytes>) -> Frame {
     let Some(reply) = frames.pop() else {
         return Frame::Error(Bytes::from_static(b"ERR Slotway: no SCAN reply"));
     };
     match reply {
         Frame::Array(mut items) if items.len() == 2 => {
+            if let (false, Some(Frame::Array(keys))) = (carried.is_empty(), items.get_mut(1)) {
+                let mine = std::mem::take(keys);
+                keys.extend(carried.into_iter().map(Frame::Bulk));
+                keys.extend(mine);
+            }
             let cursor = match &items[0] {
                 Frame::Bulk(c) => std::str::from_utf8(c).ok().and_then(|c| c.parse().ok()),
                 _ => None,
@@ -2007,6 +2067,19 @@ fn scan_reply(mut frames: Vec<Frame>, master: usize, masters: usize) -> Frame {
         }
         other => other,
     }
+}
+
+/// The COUNT of a SCAN request (Redis's default, 10, without one).
+fn scan_count(req: &Request) -> usize {
+    let args: Vec<&[u8]> = req.args().collect();
+    args.iter()
+        .skip(2)
+        .step_by(2)
+        .zip(args.iter().skip(3).step_by(2))
+        .filter(|(option, _)| option.eq_ignore_ascii_case(b"count"))
+        .filter_map(|(_, n)| std::str::from_utf8(n).ok()?.parse().ok())
+        .next_back()
+        .unwrap_or(10)
 }
 
 /// PUBLISH's count: the first master's reply plus the channel's subscribers on the other
