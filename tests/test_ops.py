@@ -574,6 +574,26 @@ def test_slowlog_is_answered_by_the_proxy(proxy_factory):
     assert "slow request" in proxy.log()
 
 
+def test_an_address_in_use_is_named_in_the_start_up_error(cluster):
+    """Started on an address another process listens on, slotway exits at once and says
+    which of its addresses it could not take."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+        seed = cluster.masters()[0]
+        for flags, name in (
+            (["--listen", addr, "--metrics-listen", "off"], "listen"),
+            (["--listen", "127.0.0.1:0", "--metrics-listen", addr], "metrics_listen"),
+        ):
+            done = subprocess.run(
+                [slotway_path(), *flags, "--seed", seed], capture_output=True, text=True,
+                env={**clean_env(), "RUST_BACKTRACE": "0"}, timeout=30,
+            )
+            assert done.returncode != 0
+            assert f"{name} {addr}: Address already in use" in done.stderr, done.stderr
+
+
 # -- deploy/ -----------------------------------------------------------------------------------
 
 

@@ -73,7 +73,9 @@ pub async fn run_with_reload(
 ) -> std::io::Result<()> {
     let metrics = metrics::Metrics::new();
     let topology = topology::Topology::new(&config, metrics.clone());
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;
     let addr = listener.local_addr()?;
     let unix = match &config.unix_socket {
         Some(path) => Some(
