@@ -241,6 +241,36 @@ def test_many_consumers_and_producers_lose_and_duplicate_nothing(proxy, clean):
     assert proxy.client().exists(*queues) == 0
 
 
+@pytest.mark.parametrize("first,then", [(2, 3), (3, 2)])
+def test_hello_under_watch_switches_what_follows(proxy, standalone, clean, first, then):
+    """HELLO between WATCH and EXEC: the transaction still sees the watch, and EXEC's replies
+    and a later blocking pop's come in the new protocol, byte for byte as from one node."""
+    script = [["HELLO", first], ["HSET", "hw", "f", "v"], ["ZADD", "zw", "1.5", "m"],
+              ["WATCH", "hw"], ["HELLO", then], ["MULTI"], ["HGETALL", "hw"], ["EXEC"],
+              ["BZPOPMIN", "zw", "1"], ["PING"]]
+    payload = b"".join(command_bytes(*cmd) for cmd in script)
+    replies = []
+    for endpoint in (standalone, proxy):
+        raw = endpoint.raw(payload, timeout=2, expect=b"+PONG\r\n")
+        assert raw.endswith(b"+PONG\r\n"), raw
+        replies.append(raw[raw.index(b"+OK\r\n+QUEUED"):])
+    assert replies[1] == replies[0]
+    # The watch held across HELLO: a change from another client makes EXEC answer nil.
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(b"".join(command_bytes(*cmd) for cmd in
+                              [["HELLO", first], ["WATCH", "hw"], ["HELLO", then], ["PING"]]))
+        seen = b""
+        while not seen.endswith(b"+PONG\r\n"):
+            seen += sock.recv(65536)
+        proxy.client().hset("hw", "f", "changed")
+        sock.sendall(b"".join(command_bytes(*cmd) for cmd in [["MULTI"], ["GET", "x"], ["EXEC"]]))
+        nil = b"*-1\r\n" if then == 2 else b"_\r\n"
+        seen = b""
+        while not seen.endswith(nil) and len(seen) < 100:
+            seen += sock.recv(65536)
+        assert seen == b"+OK\r\n+QUEUED\r\n" + nil
+
+
 def command_bytes(*args) -> bytes:
     out = b"*%d\r\n" % len(args)
     for a in args:

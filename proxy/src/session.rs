@@ -609,12 +609,27 @@ impl Session {
     /// After HELLO or RESET changed the client's protocol. The client's own connections
     /// forward replies as their node encodes them, in the protocol they were opened with:
     /// close them, so that the next blocking command opens one that speaks the new protocol.
-    /// Nothing is in flight on them (HELLO and RESET wait for the requests before them),
-    /// except under a WATCH, whose connection EXEC needs: those are kept (EXEC's reply is
-    /// decoded and encoded again anyway).
+    /// Nothing is in flight on them (HELLO and RESET wait for the requests before them).
+    /// Under a WATCH, its connection (lane 0 to the watched slot's node), which EXEC needs,
+    /// is kept and switched with HELLO, which leaves the watch in place.
     fn protocol_changed(&mut self) {
-        if let Some(st) = self.stateful.as_mut().filter(|st| st.watch.is_none()) {
-            st.dedicated.clear();
+        let watched = self.stateful.as_ref().and_then(|st| st.watch);
+        let keep = watched
+            .and_then(|slot| self.resolve(Target::Slot(slot)))
+            .map(|pool| pool.addr().clone());
+        let version = self.client.version;
+        let Some(st) = self.stateful.as_mut() else {
+            return;
+        };
+        st.dedicated
+            .retain(|(addr, lane, _)| *lane == 0 && keep.as_ref() == Some(addr));
+        if let Some((_, _, conn)) = st.dedicated.first() {
+            let hello: &'static [u8] = match version {
+                protocol::Version::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+                protocol::Version::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
+            };
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            conn.send(Job::new(Bytes::from_static(hello), ReplyTo::Oneshot(tx)));
         }
     }
 
