@@ -877,6 +877,29 @@ def test_celery_preset_colocates_chord_keys(proxy_factory, cluster, clean):
         plain.evalsha(sha, len(keys), *keys, "5")
 
 
+@pytest.mark.parametrize("db", [0, 1])
+def test_celery_preset_runs_kombus_binding_sweep(proxy_factory, standalone, clean, db):
+    """kombu's sweep of expired binding tables gets the tables' key prefix as an argument and
+    appends exchange names to it: with the preset's rule for those keys, what it builds is the
+    stored name, so it deletes what one node would (it failed with "non local key")."""
+    from kombu.transport.redis import SWEEP_BINDINGS
+
+    proxy = proxy_factory("--preset", "celery", "--databases", "namespaced")
+    results = []
+    for endpoint in (standalone, proxy):
+        c = endpoint.client(db=db)
+        c.sadd("_kombu.binding.dead", "m")
+        c.sadd("_kombu.binding.live", "m")
+        c.sadd("_kombu.binding_permanent.live", "m")
+        c.zadd("_kombu.binding_deadlines", {"dead": 0, "live": 0})
+        swept = c.eval(SWEEP_BINDINGS, 1, "_kombu.binding_deadlines",
+                       "_kombu.binding.", "_kombu.binding_permanent.", 100)
+        results.append((swept, c.exists("_kombu.binding.dead"), c.exists("_kombu.binding.live"),
+                        c.zcard("_kombu.binding_deadlines")))
+        c.flushdb()
+    assert results[1] == results[0] == (2, 0, 1, 0)
+
+
 def test_custom_colocation_rule_from_config(proxy_factory, cluster, tmp_path, clean):
     config = tmp_path / "rules.yaml"
     config.write_text('colocate:\n  - prefix: "session:"\n    tag_until: ":"\n')

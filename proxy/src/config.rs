@@ -64,6 +64,10 @@ pub struct ColocateRule {
     /// The tag is what follows the prefix up to this separator.
     #[serde(default)]
     pub tag_until: Option<String>,
+    /// Also rename script arguments (EVAL/EVALSHA/FCALL ARGV) that start with `prefix`, for
+    /// scripts that build key names from a prefix passed as an argument. Only with `tag`.
+    #[serde(default)]
+    pub script_args: bool,
 }
 
 /// The whole configuration.
@@ -336,6 +340,12 @@ impl Config {
             {
                 return invalid("colocate.tag", "must be non-empty and contain no braces");
             }
+            if rule.script_args && rule.tag.is_none() {
+                return invalid(
+                    "colocate.script_args",
+                    "needs a fixed tag: with tag_until a prefix has no tag of its own",
+                );
+            }
         }
         if self.max_databases == 0 || self.max_databases > 1_000_000 {
             return invalid("max_databases", "must be between 1 and 1000000");
@@ -411,6 +421,7 @@ impl Config {
             rules.push(Rule {
                 prefix: r.prefix.clone(),
                 tag,
+                script_args: r.script_args,
             });
         }
         KeyNames::new(rules)
@@ -500,5 +511,23 @@ mod tests {
         c.backend_connections = 0;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("backend_connections"), "{err}");
+    }
+
+    #[test]
+    fn script_args_need_a_fixed_tag() {
+        let parse = |yaml: &str| Config::from_yaml(yaml).unwrap();
+        let base = "seeds: [\"127.0.0.1:7000\"]\ncolocate:\n  - prefix: \"job:\"\n";
+        let fixed = parse(&format!("{base}    tag: jobs\n    script_args: true\n"));
+        fixed.validate().unwrap();
+        let rules = fixed.key_names();
+        assert_eq!(
+            rules.store_script_arg(0, b"job:"),
+            Some(b"{jobs}job:".to_vec())
+        );
+        let until = parse(&format!(
+            "{base}    tag_until: \":\"\n    script_args: true\n"
+        ));
+        let err = until.validate().unwrap_err().to_string();
+        assert!(err.contains("colocate.script_args"), "{err}");
     }
 }

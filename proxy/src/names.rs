@@ -53,6 +53,14 @@ pub fn rename_request(
         None if req.len() > 1 => rename(1),
         None => {}
     }
+    // A script's arguments, for rules that say so (`Rule::script_args`).
+    if let Some(first) = spec.and_then(|spec| script_args_start(spec.name, &req)) {
+        for i in first..req.len() {
+            if let Some(stored) = req.arg(i).and_then(|a| names.store_script_arg(db, a)) {
+                renamed.push((i, stored));
+            }
+        }
+    }
     if renamed.is_empty() {
         return req;
     }
@@ -63,6 +71,19 @@ pub fn rename_request(
             .map_or(a, |(_, stored)| stored.as_slice())
     });
     Request::from_args(args)
+}
+
+/// Where the arguments (ARGV) of a script call start: after `numkeys` and the keys of EVAL,
+/// EVALSHA, FCALL and their read-only forms.
+fn script_args_start(name: &str, req: &Request) -> Option<usize> {
+    if !matches!(
+        name,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    ) {
+        return None;
+    }
+    let numkeys: usize = std::str::from_utf8(req.arg(2)?).ok()?.parse().ok()?;
+    Some(3 + numkeys)
 }
 
 /// True for commands whose replies name keys.

@@ -35,6 +35,12 @@ pub struct Rule {
     pub prefix: String,
     /// How the tag is found.
     pub tag: Tag,
+    /// Script arguments (ARGV) of the family are stored names too: for scripts that build key
+    /// names from a prefix passed as an argument (`ARGV[1] .. name`). With a [`Tag::Fixed`]
+    /// tag the stored name of a prefix is the prefix of the stored names, so what the script
+    /// builds is the stored name. An argument that is data, not a name, would be changed too:
+    /// only for families whose names never appear as data.
+    pub script_args: bool,
 }
 
 /// The rules in force, and whether databases are namespaced.
@@ -93,14 +99,19 @@ impl KeyNames {
             Rule {
                 prefix: "celery-taskset-meta-".to_string(),
                 tag: Tag::Until(".".to_string()),
+                script_args: false,
             },
+            // kombu's binding sweep gets `_kombu.binding.` and `_kombu.binding_permanent.` as
+            // arguments and appends exchange names to them.
             Rule {
                 prefix: "_kombu.binding".to_string(),
                 tag: Tag::Fixed("_kombu.binding".to_string()),
+                script_args: true,
             },
             Rule {
                 prefix: "unacked".to_string(),
                 tag: Tag::Fixed("unacked".to_string()),
+                script_args: false,
             },
         ]
     }
@@ -132,6 +143,19 @@ impl KeyNames {
         }
         out.extend_from_slice(key);
         Some(out)
+    }
+
+    /// The stored form of script argument `arg` for a client of database `db`, if the rule its
+    /// name belongs to renames script arguments (see [`Rule::script_args`]).
+    pub fn store_script_arg(&self, db: u32, arg: &[u8]) -> Option<Vec<u8>> {
+        if arg.contains(&b'{') {
+            return None;
+        }
+        let rule = self.rules.iter().find(|r| r.tag_of(arg).is_some())?;
+        if !rule.script_args || !matches!(rule.tag, Tag::Fixed(_)) {
+            return None;
+        }
+        self.store(db, arg)
     }
 
     /// The client's name for a stored key, as seen from database `db`.
@@ -215,6 +239,27 @@ mod tests {
         assert_eq!(Slot::for_key(&u), Slot::for_key(&i));
         assert_eq!(names.store(0, b"celery"), None);
         assert_eq!(names.store(0, b"{x}unacked"), None);
+    }
+
+    #[test]
+    fn script_arguments_of_a_family_that_says_so_are_stored_names_too() {
+        let names = celery();
+        for db in [0, 3] {
+            // kombu's sweep appends an exchange name to a prefix argument: what it builds is
+            // the stored name of the table.
+            let prefix = names.store_script_arg(db, b"_kombu.binding.").unwrap();
+            let mut built = prefix.clone();
+            built.extend_from_slice(b"celery.pidbox");
+            assert_eq!(
+                Some(built),
+                names.store(db, b"_kombu.binding.celery.pidbox")
+            );
+        }
+        // Not for rules without script_args, tags found in the key, or names with a brace.
+        assert_eq!(names.store_script_arg(0, b"unacked"), None);
+        assert_eq!(names.store_script_arg(0, b"celery-taskset-meta-1"), None);
+        assert_eq!(names.store_script_arg(0, b"{x}_kombu.binding.a"), None);
+        assert_eq!(names.store_script_arg(0, b"payload"), None);
     }
 
     #[test]
