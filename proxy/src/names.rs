@@ -82,7 +82,7 @@ fn script_args_start(name: &str, req: &Request) -> Option<usize> {
     ) {
         return None;
     }
-    let numkeys: usize = std::str::from_utf8(req.arg(2)?).ok()?.parse().ok()?;
+    let numkeys = usize::try_from(routing::keys::string2ll(req.arg(2)?)?).ok()?;
     Some(3 + numkeys)
 }
 

@@ -467,7 +467,7 @@ fn numkeys_error(spec: &CommandSpec, request: &Request) -> Option<&'static str> 
 
 /// Redis's `string2ll`: an optional `-`, then `0` alone or digits without a leading zero, at
 /// most 20 bytes, in range for `i64`. Anything else (`+1`, `01`, `-0`, ` 1`) is not a number.
-pub(crate) fn string2ll(s: &[u8]) -> Option<i64> {
+pub fn string2ll(s: &[u8]) -> Option<i64> {
     // LONG_STR_SIZE in Redis is 21: longer strings are rejected outright.
     if s.is_empty() || s.len() >= 21 {
         return None;

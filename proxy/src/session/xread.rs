@@ -367,18 +367,12 @@ fn id_refusal(id: &[u8]) -> Option<&'static [u8]> {
     (!valid).then_some(INVALID)
 }
 
-/// Redis's `string2ull`: a `long long` written strictly (`string2ll`: no sign but `-`, no
-/// leading zero) must not be negative; anything else is what C's `strtoull` reads whole
-/// (leading white space, one sign, digits, no overflow).
+/// Redis's `string2ull`: a `long long` written strictly ([`routing::keys::string2ll`]) must not
+/// be negative; anything else is what C's `strtoull` reads whole (leading white space, one
+/// sign, digits, no overflow).
 fn string2ull(s: &[u8]) -> bool {
-    let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
-    let strict = |d: &[u8]| d.first().is_some_and(|c| (b'1'..=b'9').contains(c)) && digits(d);
-    let fits_ll = std::str::from_utf8(s).is_ok_and(|t| t.parse::<i64>().is_ok());
-    match s {
-        b"0" => return true,
-        [b'-', d @ ..] if strict(d) && fits_ll => return false,
-        d if strict(d) && fits_ll => return true,
-        _ => {}
+    if let Some(n) = routing::keys::string2ll(s) {
+        return n >= 0;
     }
     let start = s
         .iter()
@@ -389,7 +383,9 @@ fn string2ull(s: &[u8]) -> bool {
         .strip_prefix(b"+")
         .or_else(|| t.strip_prefix(b"-"))
         .unwrap_or(t);
-    digits(t) && std::str::from_utf8(t).is_ok_and(|t| t.parse::<u64>().is_ok())
+    !t.is_empty()
+        && t.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(t).is_ok_and(|t| t.parse::<u64>().is_ok())
 }
 
 #[cfg(test)]
