@@ -491,6 +491,7 @@ impl Topology {
         candidates.extend(settings.seeds.iter().cloned());
         let mut seen = HashSet::new();
         candidates.retain(|c| seen.insert(c.clone()));
+        let mut failures = Vec::new();
         for addr in candidates {
             match fetch_slot_map(&addr, &settings.base).await {
                 Ok(map) => {
@@ -517,10 +518,16 @@ impl Topology {
                     }
                     return true;
                 }
-                Err(why) => tracing::debug!(node = %addr, %why, "slot map fetch failed"),
+                Err(why) => {
+                    tracing::debug!(node = %addr, %why, "slot map fetch failed");
+                    failures.push(format!("{addr}: {why}"));
+                }
             }
         }
-        tracing::warn!("no cluster node answered the slot map query");
+        tracing::warn!(
+            tried = %failures.join("; "),
+            "no cluster node gave a usable slot map"
+        );
         self.metrics.refreshed(false);
         false
     }

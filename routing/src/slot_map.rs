@@ -3,8 +3,10 @@
 //!
 //! Both replies are accepted in their RESP2 shape (arrays, with maps flattened into
 //! key/value arrays) and their RESP3 shape (maps). A reply that does not have the documented
-//! shape is an error naming the part that is wrong; nothing is skipped silently and nothing
-//! panics.
+//! shape is an error naming the part that is wrong, and nothing panics. One thing is skipped:
+//! a node whose address the cluster does not know (no port, or port 0: a node flagged
+//! `noaddr`, such as a replica that failed and whose host is gone). Such a replica is left
+//! out; such a master's slots are left unassigned, as no client could reach them either.
 //!
 //! Node addresses are `host:port` strings, joined with `:` as Redis prints them (an IPv6 host
 //! has no brackets, so the port is after the last colon). The host is the node's preferred
@@ -116,16 +118,20 @@ impl SlotMap {
             }
             let (master, master_id) = slots_node(master, queried_host)
                 .map_err(|e| malformed(format!("{} master: {e}", at())))?;
-            let mut shard = Shard {
-                master,
-                master_id,
-                replicas: Vec::with_capacity(replicas.len()),
-            };
+            let mut replica_addrs = Vec::with_capacity(replicas.len());
             for (r, replica) in replicas.iter().enumerate() {
                 let (addr, _) = slots_node(replica, queried_host)
                     .map_err(|e| malformed(format!("{} replica {r}: {e}", at())))?;
-                shard.replicas.push(addr);
+                replica_addrs.extend(addr);
             }
+            let Some(master) = master else {
+                continue;
+            };
+            let shard = Shard {
+                master,
+                master_id,
+                replicas: replica_addrs,
+            };
             builder.assign(shard, &[(start, end)])?;
         }
         Ok(builder.finish())
@@ -163,7 +169,7 @@ impl SlotMap {
                 .get("nodes")
                 .and_then(array)
                 .ok_or_else(|| malformed(format!("{} has no \"nodes\" array", at())))?;
-            let mut master: Option<(String, Option<String>)> = None;
+            let mut master: Option<(Option<String>, Option<String>)> = None;
             let mut replicas = Vec::new();
             for (n, node) in nodes.iter().enumerate() {
                 let node = shards_node(node, queried_host)
@@ -174,7 +180,7 @@ impl SlotMap {
                     }
                     master = Some((node.addr, node.id));
                 } else if node.online {
-                    replicas.push(node.addr);
+                    replicas.extend(node.addr);
                 }
             }
             if ranges.is_empty() {
@@ -182,6 +188,9 @@ impl SlotMap {
             }
             let Some((master, master_id)) = master else {
                 return Err(malformed(format!("{} owns slots but has no master", at())));
+            };
+            let Some(master) = master else {
+                continue; // no known address: its slots stay unassigned
             };
             builder.assign(
                 Shard {
@@ -354,7 +363,8 @@ impl Builder {
 
 /// One node of a `CLUSTER SHARDS` shard.
 struct ShardsNode {
-    addr: String,
+    /// `None` if the cluster knows no address for it (see the module docs).
+    addr: Option<String>,
     id: Option<String>,
     is_master: bool,
     online: bool,
@@ -371,9 +381,10 @@ fn shards_node(node: &Frame, queried_host: &str) -> Result<ShardsNode, String> {
                 .ok_or_else(|| format!("\"{key}\" is not a string")),
         }
     };
+    // Redis leaves out a port it does not know: a node with neither has no known address.
     let port = match (fields.get("port"), fields.get("tls-port")) {
-        (Some(p), _) | (None, Some(p)) => port_number(p).ok_or("port is not in 1..=65535")?,
-        (None, None) => return Err("has no \"port\" or \"tls-port\"".into()),
+        (Some(p), _) | (None, Some(p)) => node_port(p).ok_or("port is not in 0..=65535")?,
+        (None, None) => None,
     };
     let host = endpoint_host(string("endpoint")?, string("ip")?, queried_host);
     let role = string("role")?.ok_or("has no \"role\"")?;
@@ -384,7 +395,7 @@ fn shards_node(node: &Frame, queried_host: &str) -> Result<ShardsNode, String> {
     };
     let health = string("health")?.ok_or("has no \"health\"")?;
     Ok(ShardsNode {
-        addr: format!("{host}:{port}"),
+        addr: port.map(|port| format!("{host}:{port}")),
         id: string("id")?.map(str::to_owned),
         is_master,
         online: health == "online",
@@ -417,9 +428,12 @@ fn shard_slots(slots: &Frame) -> Result<Vec<(u16, u16)>, String> {
         .collect()
 }
 
-/// Parses a `CLUSTER SLOTS` node: `[endpoint, port, id?, metadata?]`. Returns the address and
-/// the id.
-fn slots_node(node: &Frame, queried_host: &str) -> Result<(String, Option<String>), String> {
+/// Parses a `CLUSTER SLOTS` node: `[endpoint, port, id?, metadata?]`. Returns the address
+/// (`None` for port 0: no known address) and the id.
+fn slots_node(
+    node: &Frame,
+    queried_host: &str,
+) -> Result<(Option<String>, Option<String>), String> {
     let items = array(node).ok_or("is not an array")?;
     let [endpoint, port, rest @ ..] = items else {
         return Err(format!(
@@ -431,7 +445,7 @@ fn slots_node(node: &Frame, queried_host: &str) -> Result<(String, Option<String
         Frame::Null => None,
         f => Some(text(f).ok_or("endpoint is not a string")?),
     };
-    let port = port_number(port).ok_or("port is not in 1..=65535")?;
+    let port = node_port(port).ok_or("port is not in 0..=65535")?;
     let id = match rest.first() {
         None => None,
         Some(f) => Some(text(f).ok_or("node id is not a string")?.to_owned()),
@@ -446,7 +460,7 @@ fn slots_node(node: &Frame, queried_host: &str) -> Result<(String, Option<String
         }
     };
     let host = endpoint_host(endpoint, ip, queried_host);
-    Ok((format!("{host}:{port}"), id))
+    Ok((port.map(|port| format!("{host}:{port}")), id))
 }
 
 /// The host to use for a node; see the module docs.
@@ -537,10 +551,11 @@ fn slot_number(frame: &Frame) -> Option<u16> {
         .map(Slot::get)
 }
 
-fn port_number(frame: &Frame) -> Option<u16> {
+/// A node's port: `Some(None)` for 0 (no known address), `None` if it is not a port at all.
+fn node_port(frame: &Frame) -> Option<Option<u16>> {
     integer(frame)
         .and_then(|n| u16::try_from(n).ok())
-        .filter(|&p| p != 0)
+        .map(|p| (p != 0).then_some(p))
 }
 
 fn malformed(text: impl Into<String>) -> SlotMapError {

@@ -196,3 +196,43 @@ fn with_moved_on_a_real_map() {
     // The original is unchanged.
     assert_eq!(owner(&map, 0), Some("127.0.0.1:30101"));
 }
+
+/// A replica the cluster knows no address for (`:0@0 slave,fail,noaddr` in CLUSTER NODES;
+/// CLUSTER SHARDS gives it no port) is left out; the rest of the map is built.
+#[test]
+fn a_replica_without_an_address_is_left_out() {
+    let queried = "127.0.0.1:33000";
+    let expected = [
+        Shard {
+            master: "127.0.0.1:33000".to_string(),
+            master_id: Some("4ca4349f41f16fc188577621b22300dd7e0f7eba".to_string()),
+            replicas: vec![],
+        },
+        Shard {
+            master: "127.0.0.1:33001".to_string(),
+            master_id: Some("bbba8bfa211dbd43c3d1eb9f8a736474abb7266b".to_string()),
+            replicas: vec!["127.0.0.1:33005".to_string()],
+        },
+        Shard {
+            master: "127.0.0.1:33002".to_string(),
+            master_id: Some("9150a91bb9b12c40402a291174dfb16a89743a50".to_string()),
+            replicas: vec!["127.0.0.1:33003".to_string()],
+        },
+    ];
+    let slots = SlotMap::from_cluster_slots(
+        &decode(include_bytes!("fixtures/cluster_slots_noaddr.resp3")),
+        queried,
+    )
+    .unwrap();
+    for shards in [
+        &include_bytes!("fixtures/cluster_shards_noaddr.resp2")[..],
+        &include_bytes!("fixtures/cluster_shards_noaddr.resp3")[..],
+    ] {
+        let map = SlotMap::from_cluster_shards(&decode(shards), queried).unwrap();
+        assert_eq!(map.shards(), expected);
+        assert!(map.is_complete());
+        assert_eq!(owner(&map, 3828), Some("127.0.0.1:33001"));
+        assert_eq!(owner(&map, 15495), Some("127.0.0.1:33000"));
+        assert_eq!(map, slots);
+    }
+}
