@@ -69,7 +69,7 @@ def test_rq_worker_runs_jobs_dependencies_and_retries(proxy_factory, cluster, tm
     assert output.count("ValueError: boom") == 3, output  # the first run and two retries
     assert all(q.count == 0 for q in queues)
     # Stored in one slot, as the rule says, on the cluster itself.
-    stored = cluster.cluster_client().keys("{rq}rq:job:*")
+    stored = cluster.stored_keys("{rq}rq:job:*")
     assert len(stored) >= len(added) + 3
 
 

@@ -54,7 +54,7 @@ pub struct Cli {
     /// [default: split].
     #[arg(long, env = "SLOTWAY_CROSS_SLOT_TRANSACTIONS", value_enum)]
     pub cross_slot_transactions: Option<CrossSlotTransactions>,
-    /// A built-in set of co-location rules; repeat for more (`celery`).
+    /// A built-in set of co-location rules; repeat for more (`celery`, `dramatiq`).
     #[arg(
         long = "preset",
         env = "SLOTWAY_PRESETS",

@@ -38,6 +38,8 @@ pub enum CrossSlotTransactions {
 pub enum Preset {
     /// Celery and kombu key families (chords, bindings, unacked messages).
     Celery,
+    /// Dramatiq's broker and rate-limiter keys (`dramatiq*` in one slot).
+    Dramatiq,
 }
 
 /// How SELECT behaves.
@@ -110,7 +112,7 @@ pub struct Config {
     pub backend_username: Option<String>,
     /// Password the proxy uses towards the cluster nodes.
     pub backend_password: Option<String>,
-    /// Built-in co-location rule sets (`celery`).
+    /// Built-in co-location rule sets (`celery`, `dramatiq`).
     pub presets: Vec<Preset>,
     /// Co-location rules of your own.
     pub colocate: Vec<ColocateRule>,
@@ -410,6 +412,7 @@ impl Config {
         for preset in &self.presets {
             match preset {
                 Preset::Celery => rules.extend(KeyNames::celery_rules()),
+                Preset::Dramatiq => rules.extend(KeyNames::dramatiq_rules()),
             }
         }
         for r in &self.colocate {

@@ -116,6 +116,19 @@ impl KeyNames {
         ]
     }
 
+    /// The built-in rule for Dramatiq (`--preset dramatiq`): every key whose name starts with
+    /// `dramatiq` shares one slot. Dramatiq's broker runs one script that receives only its
+    /// namespace (`dramatiq`) as a key and builds every other name from it
+    /// (`dramatiq:default.msgs`, `dramatiq:__heartbeats__`, ...); stored as `{dramatiq}dramatiq`,
+    /// the namespace makes those names stored names of the same slot.
+    pub fn dramatiq_rules() -> Vec<Rule> {
+        vec![Rule {
+            prefix: "dramatiq".to_string(),
+            tag: Tag::Fixed("dramatiq".to_string()),
+            script_args: false,
+        }]
+    }
+
     /// True if no rule is set (database prefixes may still apply).
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()
@@ -260,6 +273,26 @@ mod tests {
         assert_eq!(names.store_script_arg(0, b"celery-taskset-meta-1"), None);
         assert_eq!(names.store_script_arg(0, b"{x}_kombu.binding.a"), None);
         assert_eq!(names.store_script_arg(0, b"payload"), None);
+    }
+
+    #[test]
+    fn names_built_from_dramatiqs_namespace_are_stored_names_of_its_slot() {
+        let names = KeyNames::new(KeyNames::dramatiq_rules());
+        let namespace = names.store(0, b"dramatiq").unwrap();
+        assert_eq!(namespace, b"{dramatiq}dramatiq");
+        // The broker's script gets the namespace as KEYS[1] and appends the rest.
+        let mut built = namespace.clone();
+        built.extend_from_slice(b":default.msgs");
+        assert_eq!(
+            Some(built.clone()),
+            names.store(0, b"dramatiq:default.msgs")
+        );
+        assert_eq!(Slot::for_key(&built), Slot::for_key(&namespace));
+        assert_eq!(
+            names.restore(0, &built),
+            Restored::Name(b"dramatiq:default.msgs".to_vec())
+        );
+        assert_eq!(names.store(0, b"other"), None);
     }
 
     #[test]

@@ -446,6 +446,11 @@ class Cluster:
         self._extra_clients.append(client)
         return client
 
+    def stored_keys(self, pattern: str = "*") -> list[str]:
+        """Every key matching ``pattern`` on every master, as stored (``KEYS`` on each;
+        ``RedisCluster.keys`` alone asks one node)."""
+        return self.cluster_client().keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+
     @property
     def client(self) -> RedisCluster:
         """A shared ``redis.RedisCluster``; re-created after failovers/reshards/restarts."""
