@@ -258,6 +258,23 @@ def test_binary_and_large_values_are_stored_exactly(proxy, cluster):
     assert c.strlen(key_l) == len(big)
 
 
+def test_a_script_reply_nested_thousands_deep_is_forwarded_as_one_node_sends_it(
+    proxy, standalone
+):
+    """A table that holds itself comes back about 8,000 arrays deep; the proxy passes it on
+    whole, and the node connection it came on keeps serving other clients."""
+    script = b"local a = {}; local b = {a}; a[1] = b; return a"
+    request = b"*3\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n0\r\n" % (len(script), script)
+    ending = b"-ERR reached lua stack limit\r\n"
+    theirs = standalone.raw(request + b"PING\r\n", expect=ending + b"+PONG\r\n")
+    assert theirs.count(b"*1\r\n") > 5000
+    other = proxy.client()
+    other.set("before", 1)
+    mine = proxy.raw(request + b"PING\r\n", expect=ending + b"+PONG\r\n")
+    assert mine == theirs
+    assert other.get("before") == "1" and other.ping()
+
+
 def test_ten_thousand_command_pipeline_keeps_order(proxy, cluster):
     c = proxy.client()
     pipe = c.pipeline(transaction=False)

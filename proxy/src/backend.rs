@@ -286,6 +286,14 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<
     Ok((stream, id))
 }
 
+/// How deeply a node's reply may nest. Replies are only scanned here (their bytes are forwarded
+/// as they came; the scanner keeps one counter per level), so depth costs nothing but that
+/// counter. A Lua script that returns a table holding itself gets a reply about 8,000 levels
+/// deep (`-ERR reached lua stack limit` innermost), which one node sends to its client and so
+/// must the proxy; a reply beyond any limit would close the connection and fail the requests
+/// of every client waiting on it.
+const REPLY_MAX_DEPTH: usize = 1 << 20;
+
 /// Writes `out` and reads `expected` replies; any error reply fails. Returns the last reply.
 async fn handshake(
     stream: &mut TcpStream,
@@ -333,7 +341,7 @@ async fn serve(
 ) -> Served {
     let (mut rd, mut wr) = stream.into_split();
     let limits = Limits {
-        max_depth: 128,
+        max_depth: REPLY_MAX_DEPTH,
         ..Limits::default()
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
