@@ -358,6 +358,25 @@ def test_malformed_input_costs_only_that_connection(proxy, payload, error):
     assert proxy.client().ping() is True
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\r\nPING\r\n",  # an empty query
+        b"*-10\r\nPING\r\n",  # a negative count is skipped, as *0 and *-1 are
+        b"*-9223372036854775808\r\nPING\r\n",
+        b"*0\r\n*-1\r\nPING\r\n",
+        b"*-0\r\nPING\r\n",  # not a number to Redis
+        b"*3000000000\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$-10\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$2000000000\r\n",
+    ],
+)
+def test_odd_request_framing_is_read_as_one_node_reads_it(proxy, standalone, payload):
+    """The cases of Redis's own tests/unit/protocol.tcl, compared byte for byte."""
+    assert proxy.raw(payload, timeout=0.5) == standalone.raw(payload, timeout=0.5)
+
+
 def test_inline_commands_work_like_telnet(proxy):
     reply = proxy.raw(b'PING\r\nSET inl "a b\\x41"\r\nGET inl\r\n\r\nECHO \'x y\'\n',
                       expect=b"$3\r\nx y\r\n")

@@ -114,7 +114,7 @@ impl std::fmt::Debug for Request {
 /// Decodes one client request from the front of `buf`.
 ///
 /// Accepts multibulk (`*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n`) and inline (`ECHO hi\r\n`, with
-/// Redis's quoting rules) requests. Empty requests (`*0\r\n`, `*-1\r\n`, a blank inline line) are
+/// Redis's quoting rules) requests. Empty requests (`*0\r\n`, `*-1\r\n` or any negative count, a blank inline line) are
 /// consumed and skipped, as Redis does.
 ///
 /// Returns `Ok(Some(request))` and advances `buf` past it; `Ok(None)` if more bytes are needed
@@ -276,7 +276,9 @@ fn start(buf: &[u8], limits: &Limits, searched: usize) -> Result<Start, Protocol
                     let Some((n, pos)) = header else {
                         return Ok(Start::Partial { searched: 0 });
                     };
-                    if n == -1 {
+                    // Redis skips a multibulk header whose count is 0 or negative, as if
+                    // the client had sent nothing (`*-10\r\n` is not an error).
+                    if n <= 0 {
                         return Ok(Start::Skip(pos));
                     }
                     let count =
