@@ -687,6 +687,58 @@ def test_evalsha_works_on_every_master_after_one_script_load(proxy, cluster, cle
         assert cluster.node_client(addr).script_exists(sha) == [False]
 
 
+@pytest.mark.parametrize("kind", ["script", "function"])
+def test_script_kill_stops_a_busy_script_wherever_it_runs(proxy, cluster, clean, kind):
+    """A runaway script blocks one master; SCRIPT KILL (FUNCTION KILL) from another client
+    reaches it, not only a random master, and not behind the script on a shared connection."""
+    c = proxy.client()
+    if kind == "script":
+        run, kill = ("EVAL", "while true do end", 0), ("SCRIPT", "KILL")
+    else:
+        c.function_load("#!lua name=spin\nredis.register_function{function_name='spin', "
+                        "callback=function() while true do end end, flags={'no-writes'}}",
+                        replace=True)
+        run, kill = ("FCALL", "spin", 0), ("FUNCTION", "KILL")
+    masters = cluster.masters()  # asked now: a busy node answers CLUSTER SLOTS with BUSY
+    assert c.config_set("busy-reply-threshold", 100)
+    try:
+        outcome = []
+
+        def spin():
+            try:
+                proxy.client().execute_command(*run)
+            except redis.ResponseError as e:
+                outcome.append(str(e))
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        time.sleep(0.5)  # past the threshold: the node now answers BUSY and takes KILL
+        assert len([a for a in masters if _busy(cluster, a)]) == 1
+        assert c.execute_command(*kill) in (True, "OK")
+        spinner.join(10)
+        assert not spinner.is_alive()
+        assert outcome and "killed by user" in outcome[0]
+        with pytest.raises(redis.ResponseError, match="NOTBUSY"):
+            c.execute_command(*kill)
+    finally:
+        for addr in masters:  # never leave a node busy for the next test
+            try:
+                cluster.node_client(addr).execute_command(*kill)
+            except redis.ResponseError:
+                pass
+        c.config_set("busy-reply-threshold", 5000)
+        if kind == "function":
+            c.function_flush()
+
+
+def _busy(cluster, addr) -> bool:
+    try:
+        cluster.node_client(addr).ping()
+    except redis.ResponseError as e:
+        return str(e).startswith("BUSY")
+    return False
+
+
 def test_evalsha_after_eval_works_on_every_master(proxy, cluster, clean):
     """One node caches the scripts it EVALs; through the proxy the EVAL ran on one master, and
     an EVALSHA whose key lives on another must work too."""

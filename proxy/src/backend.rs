@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use protocol::{Limits, Scanner, Version};
+use protocol::{Frame, Limits, Scanner, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -247,8 +247,9 @@ async fn run(
     }
 }
 
-/// Connects and runs the handshake (AUTH, HELLO 3, and CLIENT ID on connections that are
-/// not pooled). Returns the stream and the node's id for it, if asked.
+/// Connects and runs the handshake (AUTH; HELLO 3 on RESP3 connections, and HELLO 2 on RESP2
+/// ones that are not pooled, for their id). Returns the stream and the node's id for it, if
+/// asked.
 async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<u64>)> {
     let timeout = settings.connect_timeout;
     let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&*settings.addr))
@@ -261,13 +262,15 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<
         hello.extend_from_slice(auth.raw());
         expected += 1;
     }
+    // HELLO's reply holds the connection's id. Unlike CLIENT ID, HELLO is answered while a
+    // script keeps the node busy, so a client's own connection can still be opened then (to
+    // send it SCRIPT KILL).
+    let ask_id = matches!(settings.kind, ConnKind::Dedicated);
     if settings.version == Version::Resp3 {
         hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
         expected += 1;
-    }
-    let ask_id = matches!(settings.kind, ConnKind::Dedicated);
-    if ask_id {
-        hello.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+    } else if ask_id {
+        hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
         expected += 1;
     }
     let mut id = None;
@@ -278,9 +281,7 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timeout")
             })??;
         if ask_id {
-            id = std::str::from_utf8(last.get(1..).unwrap_or_default())
-                .ok()
-                .and_then(|t| t.trim_end().parse().ok());
+            id = hello_id(last);
         }
     }
     Ok((stream, id))
@@ -322,6 +323,24 @@ async fn handshake(
         }
     }
     Ok(last)
+}
+
+/// The `id` field of a HELLO reply (a map in RESP3, a flat array in RESP2).
+fn hello_id(mut reply: BytesMut) -> Option<u64> {
+    let fields = match protocol::decode(&mut reply, &Limits::default()) {
+        Ok(Some(Frame::Map(pairs))) => pairs,
+        Ok(Some(Frame::Array(items))) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        _ => return None,
+    };
+    fields.into_iter().find_map(|(k, v)| match (k, v) {
+        (Frame::Bulk(k) | Frame::Simple(k), Frame::Integer(id)) if k.as_ref() == b"id" => {
+            u64::try_from(id).ok()
+        }
+        _ => None,
+    })
 }
 
 fn invalid_data(e: protocol::ProtocolError) -> std::io::Error {

@@ -45,6 +45,9 @@ pub enum Fan {
     Masters,
     /// Every master and replica.
     AllNodes,
+    /// Every master, on the client's own connection to it: SCRIPT KILL and FUNCTION KILL, which
+    /// on the shared connection could wait behind the very script they are to stop.
+    MastersOwnConnection,
 }
 
 /// What to do with the merged reply of a fan-out before it goes to the client.
@@ -217,6 +220,7 @@ fn fanout(name: &str) -> Option<(Fan, Merge)> {
         "pubsub|channels" | "pubsub|shardchannels" => (Fan::Masters, Merge::Union),
         "pubsub|numsub" | "pubsub|shardnumsub" => (Fan::Masters, Merge::SumByKey),
         "pubsub|numpat" => (Fan::Masters, Merge::Sum),
+        "script|kill" | "function|kill" => (Fan::MastersOwnConnection, Merge::OneOk),
         _ => return None,
     })
 }

@@ -717,7 +717,7 @@ impl Session {
                 finish,
             } => {
                 let n = self.with_routes(|routes| match fan {
-                    Fan::Masters => routes.masters().len(),
+                    Fan::Masters | Fan::MastersOwnConnection => routes.masters().len(),
                     Fan::AllNodes => routes.node_count(),
                 });
                 if n == 0 {
@@ -727,10 +727,14 @@ impl Session {
                 let parts = (0..n)
                     .map(|i| {
                         let target = match fan {
-                            Fan::Masters => Target::Master(i),
+                            Fan::Masters | Fan::MastersOwnConnection => Target::Master(i),
                             Fan::AllNodes => Target::Node(i),
                         };
-                        (Pending::new(sub.clone(), target), None)
+                        let mut part = Pending::new(sub.clone(), target);
+                        if fan == Fan::MastersOwnConnection {
+                            part.lane = Some(0);
+                        }
+                        (part, None)
                     })
                     .collect();
                 self.start_gather(req, parts, merge, finish);

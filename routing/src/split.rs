@@ -27,6 +27,10 @@ pub enum Merge {
     Sum,
     /// MSET, FLUSHALL, SCRIPT FLUSH, CONFIG SET: `+OK` once every part said OK.
     AllOk,
+    /// SCRIPT KILL, FUNCTION KILL (Redis's `one_succeeded`): `+OK` if some part said OK (the
+    /// node that ran the script); else the first error other than NOTBUSY (UNKILLABLE); else
+    /// the first part's NOTBUSY.
+    OneOk,
     /// KEYS: the arrays concatenated in part order.
     Concat,
     /// SCRIPT LOAD, FUNCTION LOAD: every part gives the same answer; that answer.
@@ -555,8 +559,9 @@ impl Merge {
     /// result (the first one, in part order). A reply of an unexpected shape becomes an error
     /// that says so, never a guess.
     pub fn merge(&self, replies: Vec<Frame>) -> Frame {
-        // PFCOUNT reports errors in key order itself (a part can fail without an error reply).
-        if *self != Merge::PfCount {
+        // PFCOUNT reports errors in key order itself (a part can fail without an error reply);
+        // for SCRIPT KILL the other nodes' NOTBUSY is no failure.
+        if !matches!(self, Merge::PfCount | Merge::OneOk) {
             if let Some(err) = replies.iter().find(|f| matches!(f, Frame::Error(_))) {
                 return err.clone();
             }
@@ -769,6 +774,19 @@ impl Merge {
             Merge::InvalidOptions => Frame::Error(Bytes::from_static(b"ERR syntax error")),
             Merge::Refuse(why) => Frame::Error(Bytes::from_static(why.as_bytes())),
             Merge::PfCount => merge_pfcount(replies),
+            Merge::OneOk => {
+                let notbusy = |f: &Frame| matches!(f, Frame::Error(e) if e.starts_with(b"NOTBUSY"));
+                if replies.iter().any(is_ok) {
+                    return Frame::Simple(Bytes::from_static(b"OK"));
+                }
+                let first_error = replies
+                    .iter()
+                    .find(|f| matches!(f, Frame::Error(_)) && !notbusy(f));
+                match first_error.or_else(|| replies.first()) {
+                    Some(f @ Frame::Error(_)) => f.clone(),
+                    _ => unexpected("OK"),
+                }
+            }
             Merge::Bitop(op) => merge_bitop(*op, replies),
             Merge::InterCard { limit } => match merge_sets(SetOp::Inter, replies) {
                 Frame::Array(members) | Frame::Set(members) => {
@@ -1445,6 +1463,15 @@ mod tests {
     fn other_merges() {
         let ok = || Frame::Simple(Bytes::from_static(b"OK"));
         assert_eq!(Merge::AllOk.merge(vec![ok(), ok()]), ok());
+        let error = |e: &'static str| Frame::Error(Bytes::from_static(e.as_bytes()));
+        let notbusy = || error("NOTBUSY No scripts in execution right now.");
+        let unkillable = error("UNKILLABLE Sorry the script already executed write commands");
+        assert_eq!(Merge::OneOk.merge(vec![notbusy(), ok(), notbusy()]), ok());
+        assert_eq!(Merge::OneOk.merge(vec![notbusy(), notbusy()]), notbusy());
+        assert_eq!(
+            Merge::OneOk.merge(vec![notbusy(), unkillable.clone()]),
+            unkillable
+        );
         assert_eq!(
             Merge::AndArrays.merge(vec![
                 Frame::Array(vec![Frame::Integer(1), Frame::Integer(1)]),
