@@ -340,14 +340,6 @@ fn malformed_cluster_slots() {
             arr(vec![arr(vec![
                 int(0),
                 int(5),
-                arr(vec![bulk("h"), int(0)]),
-            ])]),
-            "port",
-        ),
-        (
-            arr(vec![arr(vec![
-                int(0),
-                int(5),
                 arr(vec![bulk("h"), int(65536)]),
             ])]),
             "port",
@@ -455,10 +447,6 @@ fn malformed_cluster_shards() {
             "node 0: is not a map",
         ),
         (
-            arr(vec![shard(true, &[0, 1], vec![without("port")])]),
-            "no \"port\" or \"tls-port\"",
-        ),
-        (
             arr(vec![shard(true, &[0, 1], vec![with("port", int(-1))])]),
             "port",
         ),
@@ -563,4 +551,48 @@ fn arb_frame() -> impl proptest::strategy::Strategy<Value = Frame> {
             proptest::collection::vec((inner.clone(), inner), 0..5).prop_map(Frame::Map),
         ]
     })
+}
+
+#[test]
+fn nodes_without_an_address_are_left_out() {
+    // CLUSTER SLOTS: port 0. A replica is dropped; a master's range stays unassigned.
+    let reply = arr(vec![
+        arr(vec![
+            int(0),
+            int(5),
+            slots_node(bulk("10.0.0.1"), 7000, "a", None),
+            arr(vec![bulk(""), int(0)]),
+        ]),
+        arr(vec![int(6), int(9), arr(vec![bulk("10.0.0.2"), int(0)])]),
+    ]);
+    let map = SlotMap::from_cluster_slots(&reply, "10.0.0.1:7000").unwrap();
+    assert_eq!(map.shards().len(), 1);
+    assert!(map.shards()[0].replicas.is_empty());
+    assert_eq!(map.shard_for(slot(5)), Some(0));
+    assert_eq!(map.shard_for(slot(6)), None);
+    // CLUSTER SHARDS: no port at all.
+    for resp3 in [false, true] {
+        let no_port = |role: &str| {
+            let fields: Vec<_> = node_fields("", 1, role, "online")
+                .into_iter()
+                .filter(|(k, _)| *k != "port")
+                .collect();
+            shards_node(resp3, &fields)
+        };
+        let reply = arr(vec![
+            shard(
+                resp3,
+                &[0, 5],
+                vec![
+                    shards_node(resp3, &node_fields("10.0.0.1", 7000, "master", "online")),
+                    no_port("replica"),
+                ],
+            ),
+            shard(resp3, &[6, 9], vec![no_port("master")]),
+        ]);
+        let map = SlotMap::from_cluster_shards(&reply, "10.0.0.1:7000").unwrap();
+        assert_eq!(map.shards().len(), 1);
+        assert!(map.shards()[0].replicas.is_empty());
+        assert_eq!(map.shard_for(slot(6)), None);
+    }
 }
