@@ -73,6 +73,17 @@ def test_same_slot_transactions_are_exactly_redis(proxy, standalone, clean):
     raw_compare(proxy, standalone, payload.replace(b"NOSUCHCMD\r\n", b"GET\r\n"))
 
 
+def test_watch_inside_multi_is_refused_without_aborting_the_transaction(proxy, standalone, clean):
+    """From Redis's tests/unit/multi.tcl: the error, then EXEC runs what was queued; an arity
+    error at queue time does abort it."""
+    payload = (
+        b"MULTI\r\nWATCH x\r\nEXEC\r\n"
+        b"MULTI\r\nSET {u}a 1\r\nWATCH x\r\nGET {u}a\r\nEXEC\r\n"
+        b"MULTI\r\nWATCH\r\nEXEC\r\n"
+    )
+    raw_compare(proxy, standalone, payload)
+
+
 def test_cross_slot_transaction_runs_per_slot_group(proxy, cluster, clean):
     c = proxy.client()
     assert cluster.keyslot("unacked") != cluster.keyslot("unacked_index")
@@ -158,8 +169,9 @@ def test_watch_across_slots_is_refused_and_unwatch_works(proxy, clean):
     assert reply.startswith(b"-CROSSSLOT WATCH keys must all hash to one slot")
     reply = proxy.raw(b"WATCH {w}a\r\nUNWATCH\r\nMULTI\r\nSET {w}a 1\r\nEXEC\r\n", expect=b"*1\r\n+OK\r\n")
     assert reply == b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"
-    reply = proxy.raw(b"MULTI\r\nWATCH x\r\nEXEC\r\n", expect=b"previous errors.\r\n")
-    assert reply.endswith(b"-EXECABORT Transaction discarded because of previous errors.\r\n")
+    # WATCH inside MULTI: refused, the transaction goes on (as one node does).
+    reply = proxy.raw(b"MULTI\r\nWATCH x\r\nEXEC\r\n", expect=b"*0\r\n")
+    assert reply == b"+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n*0\r\n"
 
 
 # -- blocking commands -----------------------------------------------------------------------

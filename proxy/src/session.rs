@@ -1723,9 +1723,12 @@ impl Session {
                 }
                 true
             }
+            // Without keys: the arity error of the usual path (which aborts a transaction).
+            "watch" if req.len() < 2 => false,
             "watch" => {
-                if let Some(tx) = self.stateful.as_mut().and_then(|s| s.tx.as_mut()) {
-                    tx.dirty = true;
+                // Refused, but unlike a command refused at queue time it does not abort the
+                // transaction: Redis's own WATCH answers this error and leaves MULTI as it was.
+                if self.in_transaction() {
                     self.fail_new(ProxyError::Other(
                         "ERR WATCH inside MULTI is not allowed".to_string(),
                     ));
