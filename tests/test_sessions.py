@@ -84,6 +84,21 @@ def test_watch_inside_multi_is_refused_without_aborting_the_transaction(proxy, s
     raw_compare(proxy, standalone, payload)
 
 
+def test_client_reply_off_on_and_skip_answer_as_one_node(proxy, standalone, clean):
+    payload = (
+        b"CLIENT REPLY OFF\r\nSET a 1\r\nGET a\r\nINCRBY a x\r\nMGET a b c\r\n"
+        b"CLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nGET a\r\n"
+        b"CLIENT REPLY SKIP\r\nGET a\r\nMGET a b c\r\n"
+        b"CLIENT REPLY SKIP\r\nBLPOP nolist 0.01\r\nPING\r\n"
+        b"CLIENT REPLY SKIP\r\nNOSUCHCOMMAND\r\nCLIENT REPLY MAYBE\r\nCLIENT REPLY\r\n"
+        b"CLIENT REPLY OFF\r\nCLIENT REPLY MAYBE\r\nMULTI\r\nSET a 2\r\nEXEC\r\n"
+        b"CLIENT REPLY ON\r\nGET a\r\n"
+        # Subscribe confirmations are written anyway; a subscribed PING's answer is not.
+        b"CLIENT REPLY OFF\r\nSUBSCRIBE ch\r\nPING\r\nUNSUBSCRIBE ch\r\nCLIENT REPLY ON\r\nPING\r\n"
+    )
+    raw_compare(proxy, standalone, payload)
+
+
 def test_cross_slot_transaction_runs_per_slot_group(proxy, cluster, clean):
     c = proxy.client()
     assert cluster.keyslot("unacked") != cluster.keyslot("unacked_index")

@@ -165,7 +165,6 @@ fn refused(name: &str) -> Option<&'static str> {
             | "client|trackinginfo"
             | "client|caching"
             | "client|getredir"
-            | "client|reply"
             | "client|unblock" => "it is not supported by the proxy",
             _ => return None,
         },

@@ -163,7 +163,7 @@ struct PubSub {
     shard: shard::Shard,
 }
 
-/// What a client that uses transactions or blocking commands holds.
+/// What a client that uses transactions, blocking commands or CLIENT REPLY holds.
 #[derive(Debug, Default)]
 struct Stateful {
     /// Connections of this client's own (blocking commands, WATCH), by node and lane.
@@ -172,6 +172,20 @@ struct Stateful {
     tx: Option<transaction::Queued>,
     /// The slot of the keys this client WATCHes (on its own connection 0 to their node).
     watch: Option<Slot>,
+    /// CLIENT REPLY: whether the replies of the next requests are written.
+    reply_mode: ReplyMode,
+    /// Requests (by sequence number, ascending) whose replies are not written.
+    silenced: VecDeque<u64>,
+}
+
+/// CLIENT REPLY ON / OFF / SKIP.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// The next request's reply only.
+    SkipNext,
 }
 
 struct Session {
@@ -639,6 +653,18 @@ impl Session {
         self.meter.start(self.next_seq(), spec, req.raw());
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
+        }
+        if spec.is_some_and(|s| s.name == "client|reply") && req.len() == 3 {
+            return self.client_reply(&req);
+        }
+        if let Some(st) = self.stateful.as_mut() {
+            if st.reply_mode != ReplyMode::On {
+                st.silenced
+                    .push_back(self.head_seq + self.queue.len() as u64);
+                if st.reply_mode == ReplyMode::SkipNext {
+                    st.reply_mode = ReplyMode::On;
+                }
+            }
         }
         match spec.map(|s| s.name) {
             // A node caches the scripts it evaluates; EVALSHA may then go to another master.
@@ -1434,9 +1460,50 @@ impl Session {
         }
     }
 
+    /// CLIENT REPLY ON | OFF | SKIP. OFF and SKIP have no reply themselves; SKIP under OFF
+    /// changes nothing, as in Redis.
+    fn client_reply(&mut self, req: &Request) {
+        let seq = self.next_seq();
+        let arg = req.arg(2).unwrap_or_default();
+        let st = self.stateful();
+        let silent = st.reply_mode == ReplyMode::Off;
+        if arg.eq_ignore_ascii_case(b"on") {
+            st.reply_mode = ReplyMode::On;
+        } else if arg.eq_ignore_ascii_case(b"off") {
+            st.reply_mode = ReplyMode::Off;
+            st.silenced.push_back(seq);
+        } else if arg.eq_ignore_ascii_case(b"skip") {
+            if !silent {
+                st.reply_mode = ReplyMode::SkipNext;
+            }
+            st.silenced.push_back(seq);
+        } else {
+            if silent {
+                st.silenced.push_back(seq);
+            }
+            return self.fail_new(ProxyError::Other("ERR syntax error".to_string()));
+        }
+        self.push_done(Bytes::from_static(b"+OK\r\n"));
+    }
+
+    /// True if the reply to request `seq` (the next one written) is not to be written, after
+    /// CLIENT REPLY OFF or SKIP.
+    fn silenced(&mut self, seq: u64) -> bool {
+        let Some(silenced) = self.stateful.as_mut().map(|st| &mut st.silenced) else {
+            return false;
+        };
+        // Requests answered another way (pub/sub confirmations) are passed over.
+        while silenced.front().is_some_and(|&s| s < seq) {
+            silenced.pop_front();
+        }
+        silenced.front() == Some(&seq) && silenced.pop_front().is_some()
+    }
+
     fn push_done(&mut self, bytes: Bytes) {
         if self.queue.is_empty() {
-            self.wbuf.extend_from_slice(&bytes);
+            if !self.silenced(self.head_seq) {
+                self.wbuf.extend_from_slice(&bytes);
+            }
             self.meter.done(self.head_seq, &bytes, &self.client);
             self.head_seq += 1;
         } else {
@@ -1455,7 +1522,9 @@ impl Session {
                         {
                             bytes = names::restore_error(&self.shared.names, self.client.db, bytes);
                         }
-                        self.wbuf.extend_from_slice(&bytes);
+                        if !self.silenced(self.head_seq) {
+                            self.wbuf.extend_from_slice(&bytes);
+                        }
                         self.meter.done(self.head_seq, &bytes, &self.client);
                     }
                 }
@@ -1663,16 +1732,20 @@ impl Session {
             }
         };
         let mut buf = BytesMut::from(&frame[..]);
-        let confirmation = match protocol::decode(&mut buf, &Limits::default()) {
-            Ok(Some(Frame::Array(items) | Frame::Push(items))) => matches!(
-                items.first(),
-                Some(Frame::Bulk(kind)) if kind.ends_with(b"subscribe") || kind.as_ref() == b"pong"
-            ),
-            _ => false,
+        let (confirmation, pong) = match protocol::decode(&mut buf, &Limits::default()) {
+            Ok(Some(Frame::Array(items) | Frame::Push(items))) => match items.first() {
+                Some(Frame::Bulk(kind)) if kind.ends_with(b"subscribe") => (true, false),
+                Some(Frame::Bulk(kind)) if kind.as_ref() == b"pong" => (true, true),
+                _ => (false, false),
+            },
+            _ => (false, false),
         };
         // Messages are written at once (out of band); a confirmation answers the pub/sub
-        // command waiting at the head of the queue.
-        self.wbuf.extend_from_slice(&frame);
+        // command waiting at the head of the queue. A PING's answer is a reply like any other
+        // (CLIENT REPLY may silence it); confirmations and messages are always written.
+        if !(pong && self.silenced(self.head_seq)) {
+            self.wbuf.extend_from_slice(&frame);
+        }
         if confirmation {
             if let Some(Entry::Confirming(n)) = self.queue.front_mut() {
                 *n = n.saturating_sub(1);
