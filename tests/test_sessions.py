@@ -192,6 +192,82 @@ def test_watch_across_slots_is_refused_and_unwatch_works(proxy, clean):
 # -- blocking commands -----------------------------------------------------------------------
 
 
+def _unblock_transcript(server, keys: list[str]) -> list[bytes]:
+    """A client blocks in BLPOP on ``keys``; another client ends it with CLIENT UNBLOCK, first
+    as a timeout, then as an error. What both clients read."""
+    seen = []
+    with socket.create_connection((server.host, server.port), timeout=5) as blocked, \
+            socket.create_connection((server.host, server.port), timeout=5) as other:
+        def ask(sock, payload: bytes) -> bytes:
+            sock.sendall(payload)
+            return sock.recv(1000)
+
+        client_id = int(ask(blocked, b"CLIENT ID\r\n")[1:])
+        blpop = b"BLPOP " + b" ".join(k.encode() for k in keys) + b" 0\r\n"
+        for how in (b"", b" TIMEOUT", b" ERROR"):
+            blocked.sendall(blpop)
+            time.sleep(0.3)
+            seen.append(ask(other, b"CLIENT UNBLOCK %d%s\r\n" % (client_id, how)))
+            seen.append(blocked.recv(1000))
+        seen.append(ask(other, b"CLIENT UNBLOCK %d\r\n" % client_id))  # not blocked now
+        seen.append(ask(other, b"CLIENT UNBLOCK 999999999\r\n"))
+        seen.append(ask(other, b"CLIENT UNBLOCK x\r\n"))
+        seen.append(ask(other, b"CLIENT UNBLOCK %d MAYBE\r\n" % client_id))
+        seen.append(ask(blocked, b"PING\r\n"))  # still connected and serving
+    return seen
+
+
+@pytest.mark.parametrize("keys", [["ub"], ["ub1", "ub2", "ub3"]], ids=["one-slot", "cross-slot"])
+def test_client_unblock_ends_a_blocked_command_as_one_node_does(proxy, standalone, clean, keys):
+    assert _unblock_transcript(proxy, keys) == _unblock_transcript(standalone, keys)
+
+
+def test_client_kill_closes_the_connections_it_names(proxy, standalone, clean):
+    def open_client(server):
+        sock = socket.create_connection((server.host, server.port), timeout=5)
+        sock.sendall(b"CLIENT ID\r\nCLIENT INFO\r\n")
+        time.sleep(0.2)
+        reply = sock.recv(2000).decode()
+        client_id = int(reply.split("\r\n")[0][1:])
+        addr = reply.split(" addr=")[1].split()[0]
+        return sock, client_id, addr
+
+    def closed(sock) -> bool:
+        try:
+            return sock.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+    for server in (proxy, standalone):
+        admin = server.client()
+        victim, client_id, addr = open_client(server)
+        assert admin.execute_command("CLIENT", "KILL", "ID", client_id) == 1
+        assert closed(victim)
+        victim, _, addr = open_client(server)
+        assert admin.execute_command("CLIENT", "KILL", addr) in (True, "OK")
+        assert closed(victim)
+        victim, _, addr = open_client(server)
+        assert admin.execute_command("CLIENT", "KILL", "ADDR", addr, "SKIPME", "yes") == 1
+        assert closed(victim)
+        # A blocked client is killed too, and its blocked pop does not take what comes later.
+        victim, client_id, _ = open_client(server)
+        victim.sendall(b"BLPOP killedq 0\r\n")
+        time.sleep(0.3)
+        assert admin.execute_command("CLIENT", "KILL", "ID", client_id) == 1
+        assert closed(victim)
+        admin.rpush("killedq", "x")
+        time.sleep(0.2)
+        assert admin.lrange("killedq", 0, -1) == ["x"]
+        assert admin.ping()
+
+    errors = (
+        b"CLIENT KILL 1.2.3.4:5\r\nCLIENT KILL ID 0\r\nCLIENT KILL ID x\r\nCLIENT KILL TYPE foo\r\n"
+        b"CLIENT KILL TYPE master\r\nCLIENT KILL SKIPME maybe\r\nCLIENT KILL ADDR\r\n"
+        b"CLIENT KILL USER nobody\r\nCLIENT KILL ID 999999999\r\nCLIENT KILL FOO bar\r\n"
+    )
+    raw_compare(proxy, standalone, errors)
+
+
 def test_blocking_pop_on_one_slot_does_not_block_others(proxy, clean):
     blocked = proxy.client(socket_timeout=10)
     result = {}

@@ -158,14 +158,12 @@ fn refused(name: &str) -> Option<&'static str> {
         "client" => return None,
         _ if name.starts_with("cluster|") => "the proxy presents a single node, not a cluster",
         _ if name.starts_with("client|") => match name {
-            "client|kill"
-            | "client|pause"
+            "client|pause"
             | "client|unpause"
             | "client|tracking"
             | "client|trackinginfo"
             | "client|caching"
-            | "client|getredir"
-            | "client|unblock" => "it is not supported by the proxy",
+            | "client|getredir" => "it is not supported by the proxy",
             _ => return None,
         },
         _ if name.starts_with("acl|")

@@ -13,6 +13,7 @@ use protocol::{Frame, Request, Version};
 
 use crate::error::ProxyError;
 use crate::listener::ClientAddr;
+use crate::reply::Control;
 use crate::server::{ClientInfo, ClientState, Shared};
 
 /// The Redis version the proxy reports when it has not learned the cluster's.
@@ -52,6 +53,8 @@ pub fn is_local(name: &str) -> bool {
             | "client|no-evict"
             | "client|no-touch"
             | "client|help"
+            | "client|kill"
+            | "client|unblock"
             | "slowlog|get"
             | "slowlog|len"
             | "slowlog|reset"
@@ -202,6 +205,8 @@ pub fn answer(
                 Err(ProxyError::Syntax)
             }
         }
+        "client|kill" => client_kill(req, client, shared),
+        "client|unblock" => client_unblock(req, shared),
         "client|info" => Ok((
             Frame::Verbatim {
                 format: *b"txt",
@@ -333,6 +338,146 @@ fn hello(
         (bulk("modules"), Frame::Array(Vec::new())),
     ];
     Ok((Frame::Map(fields), After::Continue))
+}
+
+/// CLIENT KILL addr (OK, or `No such client`) and CLIENT KILL [ID id] [TYPE type] [USER user]
+/// [ADDR addr] [LADDR addr] [SKIPME yes|no] [MAXAGE secs] (how many were killed), over this
+/// proxy's clients, with Redis's errors. A killed client's session closes its connection
+/// at once; a client that kills itself gets the reply first.
+fn client_kill(
+    req: &Request,
+    client: &ClientState,
+    shared: &Shared,
+) -> Result<(Frame, After), ProxyError> {
+    let text = |i: usize| String::from_utf8_lossy(req.arg(i).unwrap_or_default()).into_owned();
+    let (mut id, mut addr, mut laddr, mut max_age) = (None, None, None, None);
+    let mut nobody = false;
+    let mut skip_me = true;
+    if req.len() == 3 {
+        addr = Some(text(2));
+        skip_me = false; // the old form may kill its own connection
+    } else {
+        let mut i = 2;
+        while i < req.len() {
+            let (opt, value) = (req.arg(i).unwrap_or_default(), i + 1);
+            if value >= req.len() {
+                return Err(ProxyError::Syntax);
+            }
+            let is = |name: &[u8]| opt.eq_ignore_ascii_case(name);
+            if is(b"id") {
+                match text(value).parse::<i64>() {
+                    Ok(n) if n >= 1 => id = Some(n as u64),
+                    _ => {
+                        return Err(ProxyError::Other(
+                            "ERR client-id should be greater than 0".to_string(),
+                        ))
+                    }
+                }
+            } else if is(b"type") {
+                let kind = text(value).to_ascii_lowercase();
+                match kind.as_str() {
+                    // No replication link ever comes through a proxy.
+                    "master" | "replica" | "slave" => nobody = true,
+                    "normal" | "pubsub" => {
+                        return Err(ProxyError::Other(format!(
+                            "ERR CLIENT KILL TYPE {kind} is not supported by Slotway (use ID, ADDR, LADDR or MAXAGE)"
+                        )))
+                    }
+                    _ => {
+                        return Err(ProxyError::Other(format!(
+                            "ERR Unknown client type '{}'",
+                            text(value)
+                        )))
+                    }
+                }
+            } else if is(b"user") {
+                if text(value) != "default" {
+                    return Err(ProxyError::Other(format!(
+                        "ERR No such user '{}'",
+                        text(value)
+                    )));
+                }
+            } else if is(b"addr") {
+                addr = Some(text(value));
+            } else if is(b"laddr") {
+                laddr = Some(text(value));
+            } else if is(b"skipme") {
+                let v = req.arg(value).unwrap_or_default();
+                if v.eq_ignore_ascii_case(b"yes") {
+                    skip_me = true;
+                } else if v.eq_ignore_ascii_case(b"no") {
+                    skip_me = false;
+                } else {
+                    return Err(ProxyError::Syntax);
+                }
+            } else if is(b"maxage") {
+                max_age = Some(
+                    text(value)
+                        .parse::<i64>()
+                        .map_err(|_| ProxyError::NotAnInteger)?,
+                );
+            } else {
+                return Err(ProxyError::Syntax);
+            }
+            i += 2;
+        }
+    }
+    let mut killed = 0;
+    let mut me = false;
+    for c in shared.clients.snapshot() {
+        let matches = !nobody
+            && id.is_none_or(|id| c.id == id)
+            && addr.as_ref().is_none_or(|a| c.peer.to_string() == *a)
+            && laddr.as_ref().is_none_or(|a| c.local.to_string() == *a)
+            && max_age.is_none_or(|age| c.connected.elapsed().as_secs() as i64 >= age)
+            && !(skip_me && c.id == client.id);
+        if !matches {
+            continue;
+        }
+        killed += 1;
+        if c.id == client.id {
+            me = true;
+        } else {
+            c.remote.inbox.control(Control::Kill);
+        }
+    }
+    let after = if me { After::Close } else { After::Continue };
+    if req.len() == 3 {
+        return match killed {
+            0 => Err(ProxyError::Other("ERR No such client".to_string())),
+            _ => Ok((simple("OK"), after)),
+        };
+    }
+    Ok((Frame::Integer(killed), after))
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 if that client was blocked (its blocked commands are
+/// then ended on their nodes: a timeout's reply, or `-UNBLOCKED`), else 0.
+fn client_unblock(req: &Request, shared: &Shared) -> Result<(Frame, After), ProxyError> {
+    let id =
+        routing::keys::string2ll(req.arg(2).unwrap_or_default()).ok_or(ProxyError::NotAnInteger)?;
+    let control = match req.arg(3) {
+        None => Control::UnblockTimeout,
+        Some(how) if how.eq_ignore_ascii_case(b"timeout") => Control::UnblockTimeout,
+        Some(how) if how.eq_ignore_ascii_case(b"error") => Control::UnblockError,
+        Some(_) => {
+            return Err(ProxyError::Other(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".to_string(),
+            ))
+        }
+    };
+    if req.len() > 4 {
+        return Err(ProxyError::Syntax);
+    }
+    let target = u64::try_from(id)
+        .ok()
+        .and_then(|id| shared.clients.get(id))
+        .filter(|c| c.remote.blocked.load(Ordering::Relaxed) > 0);
+    let Some(target) = target else {
+        return Ok((Frame::Integer(0), After::Continue));
+    };
+    target.remote.inbox.control(control);
+    Ok((Frame::Integer(1), After::Continue))
 }
 
 /// One `CLIENT LIST` line for a client.

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub enum Disconnect {
     OutputBufferLimit,
     /// It was idle for `client_idle_timeout_ms`.
     IdleTimeout,
+    /// Another client's CLIENT KILL.
+    Killed,
 }
 
 /// Replies that make the proxy redirect or retry a request.
@@ -88,7 +90,7 @@ pub struct Metrics {
     clients_connected: IntGauge,
     clients_accepted: IntCounter,
     clients_rejected: IntCounter,
-    disconnected: [IntCounter; 4],
+    disconnected: [IntCounter; 5],
     blocked: IntGauge,
     subscriptions: IntGauge,
     received_bytes: IntCounter,
@@ -188,6 +190,8 @@ pub struct ConnMeter {
 pub struct Meter {
     shared: Arc<Shared>,
     peer: ClientAddr,
+    /// This client's blocked requests, as CLIENT UNBLOCK sees them.
+    blocked: Arc<AtomicU32>,
     /// Requests not yet answered, in request order.
     pending: TimedQueue,
     idle_timeout: Option<Duration>,
@@ -222,11 +226,12 @@ struct Fnv(u64);
 // === impl Disconnect ===
 
 impl Disconnect {
-    const ALL: [Disconnect; 4] = [
+    const ALL: [Disconnect; 5] = [
         Disconnect::IoError,
         Disconnect::ProtocolError,
         Disconnect::OutputBufferLimit,
         Disconnect::IdleTimeout,
+        Disconnect::Killed,
     ];
 
     /// The `reason` label.
@@ -236,6 +241,7 @@ impl Disconnect {
             Disconnect::ProtocolError => "protocol_error",
             Disconnect::OutputBufferLimit => "output_buffer_limit",
             Disconnect::IdleTimeout => "idle_timeout",
+            Disconnect::Killed => "killed",
         }
     }
 }
@@ -975,8 +981,9 @@ impl Drop for ConnMeter {
 
 impl Meter {
     /// The meter of a new client session.
-    pub fn new(shared: &Arc<Shared>, peer: ClientAddr) -> Meter {
+    pub fn new(shared: &Arc<Shared>, peer: ClientAddr, blocked: Arc<AtomicU32>) -> Meter {
         Meter {
+            blocked,
             idle_timeout: shared.config.client_idle_timeout(),
             output_limit: shared.config.client_output_buffer_limit,
             shared: shared.clone(),
@@ -1031,6 +1038,7 @@ impl Meter {
             if !t.blocked {
                 t.blocked = true;
                 self.shared.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                self.blocked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -1079,6 +1087,7 @@ impl Meter {
     fn unblock(&self, t: &Timed) {
         if t.blocked {
             self.shared.stats.blocked.fetch_sub(1, Ordering::Relaxed);
+            self.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1164,6 +1173,11 @@ impl Meter {
     /// The connection closes after a protocol error.
     pub fn protocol_error(&self) {
         self.shared.metrics.disconnected(Disconnect::ProtocolError);
+    }
+
+    /// The connection closes on another client's CLIENT KILL.
+    pub fn killed(&self) {
+        self.shared.metrics.disconnected(Disconnect::Killed);
     }
 }
 

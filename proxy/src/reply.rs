@@ -42,6 +42,22 @@ pub struct Delivery {
     pub reply: Reply,
 }
 
+/// Deliveries with this sequence number are no replies but orders from another client's
+/// session (CLIENT KILL, CLIENT UNBLOCK); the part is a [`Control`].
+pub const CONTROL_SEQ: u64 = u64::MAX - 1;
+
+/// What another client can make a session do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Control {
+    /// CLIENT KILL: close the connection now, unanswered requests and all.
+    Kill = 0,
+    /// CLIENT UNBLOCK: its blocked commands answer as if they had timed out.
+    UnblockTimeout = 1,
+    /// CLIENT UNBLOCK ... ERROR: its blocked commands answer `-UNBLOCKED`.
+    UnblockError = 2,
+}
+
 /// Where a reply must be delivered.
 #[derive(Debug)]
 pub enum ReplyTo {
@@ -95,6 +111,15 @@ impl ReplyQueue {
             self.filled.store(true, Ordering::Release);
         }
         self.waker.wake();
+    }
+
+    /// Gives the session an order from another client.
+    pub fn control(&self, control: Control) {
+        self.push(Delivery {
+            seq: CONTROL_SEQ,
+            part: control as u32,
+            reply: Reply::Retry,
+        });
     }
 
     /// Delivers `Reply::Retry` for part `part` of request `seq` after `delay`: the timer of

@@ -2,7 +2,7 @@
 //! ([`ClientState`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::listener::{ClientAddr, ClientRead, ClientWrite, Listener};
 use crate::metrics::Metrics;
 use crate::reload::LiveConfig;
+use crate::reply::ReplyQueue;
 use crate::slowlog::SlowLog;
 use crate::topology::Topology;
 
@@ -132,6 +133,18 @@ pub struct ClientInfo {
     pub db: u32,
     /// CLIENT SETNAME, CLIENT SETINFO LIB-NAME and LIB-VER, when set.
     pub names: Option<Box<[Option<Bytes>; 3]>>,
+    /// How other clients reach its session (CLIENT KILL, CLIENT UNBLOCK).
+    pub remote: Remote,
+}
+
+/// A session's handles for other clients: its inbox, and how many of its requests are blocked
+/// (in a blocking command on a node).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The session's reply queue, which also takes [`crate::reply::Control`] orders.
+    pub inbox: Arc<ReplyQueue>,
+    /// Its requests now blocked (kept by its `metrics::Meter`).
+    pub blocked: Arc<AtomicU32>,
 }
 
 /// What one client session knows about its client.
@@ -242,7 +255,12 @@ impl ClientRegistry {
 
 impl ClientState {
     /// A new client, registered in `shared.clients`.
-    pub fn new(shared: Arc<Shared>, peer: ClientAddr, local: ClientAddr) -> ClientState {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: ClientAddr,
+        local: ClientAddr,
+        remote: Remote,
+    ) -> ClientState {
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         shared.clients.set(ClientInfo {
             id,
@@ -252,6 +270,7 @@ impl ClientState {
             version: Version::Resp2,
             db: 0,
             names: None,
+            remote,
         });
         ClientState {
             id,
@@ -281,6 +300,10 @@ impl ClientState {
             version: self.version,
             db: self.db,
             names: None,
+            remote: Remote {
+                inbox: Arc::default(),
+                blocked: Arc::default(),
+            },
         });
         info.version = self.version;
         info.db = self.db;

@@ -37,8 +37,8 @@ use crate::error::{Close, ProxyError};
 use crate::listener::{Accepted, ClientRead, ClientWrite};
 use crate::local::{self, After};
 use crate::names;
-use crate::reply::{Delivery, Reply, ReplyQueue, ReplyTo};
-use crate::server::{ClientState, Shared};
+use crate::reply::{Control, Delivery, Reply, ReplyQueue, ReplyTo, CONTROL_SEQ};
+use crate::server::{ClientState, Remote, Shared};
 use crate::topology::{NodePool, Routes};
 use crate::transaction::{self, GroupOutcome};
 use buffers::Buffers;
@@ -201,6 +201,9 @@ struct Session {
     wbuf: BytesMut,
     /// Stop reading; close once the queue is empty and written.
     closing: bool,
+    /// Another client's CLIENT KILL: write nothing more, drop the connection once nothing is
+    /// under way.
+    killed: bool,
     /// Decode nothing more, not even requests already read (QUIT, a protocol error, a lost
     /// subscriber connection). Without it, requests read before `closing` held behind a
     /// blocking command are still decoded and answered.
@@ -237,18 +240,24 @@ pub fn run(
         peer,
         local,
     } = conn;
-    let meter = crate::metrics::Meter::new(&shared, peer.clone());
-    let client = ClientState::new(shared.clone(), peer, local);
+    let remote = Remote {
+        inbox: Arc::new(ReplyQueue::default()),
+        blocked: Arc::default(),
+    };
+    let meter = crate::metrics::Meter::new(&shared, peer.clone(), remote.blocked.clone());
+    let replies = remote.inbox.clone();
+    let client = ClientState::new(shared.clone(), peer, local, remote);
     let session = Box::new(Session {
         meter,
         shared,
         client,
         queue: VecDeque::new(),
         head_seq: 0,
-        replies: Arc::new(ReplyQueue::default()),
+        replies,
         spare: VecDeque::new(),
         wbuf: BytesMut::new(),
         closing: false,
+        killed: false,
         quitting: false,
         stateful: None,
         pubsub: None,
@@ -388,9 +397,19 @@ impl Session {
         // Yielded once since the last write (see below).
         let mut yielded = false;
         loop {
-            if peer_gone && self.meter.only_blocked_pending() {
-                // Gone while blocked: nobody to answer (Redis drops it too).
+            if (peer_gone || self.killed) && self.meter.only_blocked_pending() {
+                // Gone while blocked: nobody to answer (Redis drops it too). Dropping the
+                // session closes its own connections, so a blocked pop takes nothing more.
                 return Ok(());
+            }
+            if self.killed {
+                // CLIENT KILL: nothing more is written. What is in flight is let finish (a
+                // cross-slot move half done must push what it popped), then the connection
+                // is dropped, unanswered.
+                self.wbuf.clear();
+                if self.queue.is_empty() {
+                    return Ok(());
+                }
             }
             if held && !self.quitting && self.queue.len() < max_pipeline {
                 held = self.decode_all(&mut rbuf);
@@ -462,6 +481,9 @@ impl Session {
                 () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
             }
             self.flush_ready();
+            if self.killed {
+                self.wbuf.clear();
+            }
             if !self.wbuf.is_empty() && (self.queue.is_empty() || yielded) && self.write_now(wr)? {
                 yielded = false;
             }
@@ -1039,6 +1061,9 @@ impl Session {
 
     fn on_reply(&mut self, d: Delivery) {
         let Delivery { seq, part, reply } = d;
+        if seq == CONTROL_SEQ {
+            return self.on_control(part);
+        }
         if seq == SUBSCRIBER_SEQ {
             return match part {
                 0 => self.on_subscriber_frame(reply),
@@ -1688,6 +1713,44 @@ impl Session {
 
     /// A subscriber connection failed: the client is disconnected, as a subscriber of a failed
     /// Redis would be.
+    /// An order from another client (`reply::Control`, as a number).
+    fn on_control(&mut self, control: u32) {
+        if control == Control::Kill as u32 {
+            // The serve loop closes the connection: at once if nothing but blocked commands
+            // is in flight, else once the steps already under way have finished, unanswered.
+            self.meter.killed();
+            self.killed = true;
+            self.closing = true;
+            self.quitting = true;
+            self.wbuf.clear();
+            return;
+        }
+        let how: &[u8] = if control == Control::UnblockError as u32 {
+            b"ERROR"
+        } else {
+            b"TIMEOUT"
+        };
+        // Its blocked commands run on its own connections: each node is told to end the one
+        // blocked there (a connection not blocked is left as it is).
+        let Some(st) = self.stateful.as_ref() else {
+            return;
+        };
+        let targets: Vec<(Arc<str>, u64)> = st
+            .dedicated
+            .iter()
+            .filter_map(|(addr, _, conn)| Some((addr.clone(), conn.node_client_id()?)))
+            .collect();
+        for (addr, id) in targets {
+            let pool = self.with_routes(|routes| routes.pool_by_addr(&addr).cloned());
+            if let Some(pool) = pool {
+                let id = id.to_string();
+                let req =
+                    Request::from_args([b"CLIENT".as_slice(), b"UNBLOCK", id.as_bytes(), how]);
+                pop::send_and_forget(&pool, self.client.version, self.client.id, req);
+            }
+        }
+    }
+
     fn subscriber_lost(&mut self) {
         self.drop_subscriptions();
         self.closing = true;

@@ -209,6 +209,14 @@ impl Routes {
         &self.masters
     }
 
+    /// The node at `addr`, master or replica.
+    pub fn pool_by_addr(&self, addr: &str) -> Option<&Arc<NodePool>> {
+        self.masters
+            .iter()
+            .chain(&self.replicas)
+            .find(|p| &**p.addr() == addr)
+    }
+
     /// Number of nodes, masters and replicas.
     pub fn node_count(&self) -> usize {
         self.masters.len() + self.replicas.len()

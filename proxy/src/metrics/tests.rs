@@ -87,7 +87,11 @@ fn new_shared(idle_ms: u64) -> Arc<Shared> {
 #[tokio::test(start_paused = true)]
 async fn idle_timer_fires_after_the_timeout_and_activity_moves_it() {
     let shared = new_shared(1_000);
-    let mut meter = Meter::new(&shared, ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()));
+    let mut meter = Meter::new(
+        &shared,
+        ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()),
+        Default::default(),
+    );
     let start = Instant::now();
     tokio::time::sleep(Duration::from_millis(600)).await;
     meter.read(5);
@@ -96,7 +100,11 @@ async fn idle_timer_fires_after_the_timeout_and_activity_moves_it() {
     assert_eq!(shared.metrics.disconnects(Disconnect::IdleTimeout), 1);
     // Disabled: never fires.
     let shared = new_shared(0);
-    let mut meter = Meter::new(&shared, ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()));
+    let mut meter = Meter::new(
+        &shared,
+        ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()),
+        Default::default(),
+    );
     let never = tokio::time::timeout(Duration::from_secs(3_600), meter.idle()).await;
     assert!(never.is_err());
 }
@@ -109,11 +117,19 @@ fn requests_are_timed_in_order_and_blocked_ones_counted_until_done() {
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    let mut meter = Meter::new(&shared, ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()));
+    let mut meter = Meter::new(
+        &shared,
+        ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()),
+        Default::default(),
+    );
     let client = crate::server::ClientState::new(
         shared.clone(),
         ClientAddr::Tcp("127.0.0.1:9".parse().unwrap()),
         ClientAddr::Tcp("127.0.0.1:6380".parse().unwrap()),
+        crate::server::Remote {
+            inbox: Default::default(),
+            blocked: Default::default(),
+        },
     );
     let get = routing::lookup(b"get", None);
     let blpop = routing::lookup(b"blpop", None);
