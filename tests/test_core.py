@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -106,6 +107,44 @@ def test_info_is_shaped_like_redis(proxy, cluster):
     assert b"# Proxy\r\n" in text and b"cluster_masters:3\r\n" in text
     assert b"# Server" not in text
     assert c.info("keyspace")["db0"]["keys"] >= len(keys)
+
+
+def test_info_sums_what_the_masters_hold(proxy, cluster, standalone):
+    """Memory, persistence, data counters and error counts of the masters, merged as one node
+    holding all their data would report them; CPU is the proxy's own. Every section name and
+    field a standalone node's INFO has in Memory, Persistence, Stats and CPU is there."""
+    cluster.flushall()
+    c = proxy.client()
+    keys = spread_keys(cluster, "infosum", per_master=1)
+    for k in keys:
+        c.set(k, "x" * 100_000)
+        c.get(k)
+    c.get("infosum-missing")
+    with pytest.raises(redis.ResponseError):
+        c.execute_command("XGROUP", "CREATECONSUMER", "nostream", "g", "c")
+    masters = [cluster.node_client(a) for a in cluster.masters()]
+    info = c.info("everything")
+    used = sum(m.info("memory")["used_memory"] for m in masters)
+    assert abs(info["used_memory"] - used) < 0.1 * used
+    assert info["used_memory_human"].endswith("M")
+    assert info["maxmemory_policy"] == masters[0].info("memory")["maxmemory_policy"]
+    hits = sum(m.info("stats")["keyspace_hits"] for m in masters)
+    assert info["keyspace_hits"] == hits >= len(keys)
+    assert info["keyspace_misses"] >= 1
+    assert info["errorstat_ERR"]["count"] >= 1
+    pongs = proxy.raw(b"PING\r\n" * 200_000, timeout=5, max_bytes=7 * 200_000)
+    assert len(pongs) == 7 * 200_000  # some CPU time to see
+    # The proxy's own CPU time, as /proc counts it for its process (in 10 ms ticks).
+    ticks = Path(f"/proc/{proxy.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    cpu = c.info("cpu")
+    assert cpu["used_cpu_user"] + cpu["used_cpu_sys"] > 0
+    assert abs(cpu["used_cpu_user"] - int(ticks[0]) / 100) <= 0.05
+    assert abs(cpu["used_cpu_sys"] - int(ticks[1]) / 100) <= 0.05
+    assert info["loading"] == 0 and info["rdb_bgsave_in_progress"] == 0
+    assert info["total_connections_received"] >= 1
+    for section in ("memory", "persistence", "stats", "cpu"):
+        missing = set(standalone.client().info(section)) - set(c.info(section))
+        assert not missing, f"{section}: {sorted(missing)}"
 
 
 def test_command_docs_and_friends(proxy, standalone):

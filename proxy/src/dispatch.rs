@@ -271,7 +271,9 @@ pub fn plan(
         "info" => {
             return Ok(Plan::Fanout {
                 fan: Fan::Masters,
-                request: Some(Request::from_args(["INFO", "keyspace"])),
+                request: Some(Request::from_args(
+                    std::iter::once("INFO").chain(crate::info::NODE_SECTIONS),
+                )),
                 merge: Merge::Concat,
                 finish: Finish::Info,
             })

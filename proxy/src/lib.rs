@@ -21,6 +21,7 @@ pub mod config;
 pub mod copies;
 pub mod dispatch;
 pub mod error;
+pub mod info;
 pub mod listener;
 pub mod local;
 pub mod logging;

@@ -557,25 +557,66 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             shared.stats.blocked.load(Ordering::Relaxed),
         );
     }
-    if want("replication") {
-        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\r\n");
+    let nodes = crate::info::merge(keyspace);
+    let node_section = |out: &mut String, name: &str, title: &str, skip: &[&str]| {
+        let _ = write!(out, "# {title}\r\n");
+        for (field, value) in nodes.get(name).into_iter().flatten() {
+            if !skip.contains(&field.as_str()) {
+                let _ = write!(out, "{field}:{value}\r\n");
+            }
+        }
+        out.push_str("\r\n");
+    };
+    if want("memory") {
+        node_section(&mut out, "memory", "Memory", &[]);
+    }
+    if want("persistence") {
+        node_section(&mut out, "persistence", "Persistence", &[]);
     }
     if want("stats") {
+        // Connections, commands and bytes are the proxy's; the data counters (hits, misses,
+        // expired and evicted keys, ...) the masters'.
+        let own = [
+            "total_connections_received",
+            "total_commands_processed",
+            "rejected_connections",
+            "total_net_input_bytes",
+            "total_net_output_bytes",
+        ];
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n",
             shared.stats.clients_accepted.load(Ordering::Relaxed),
             shared.metrics.command_totals().0,
             shared.metrics.clients_rejected(),
+            shared.metrics.received_bytes(),
+            shared.metrics.sent_bytes(),
         );
+        let mut rest = String::new();
+        node_section(&mut rest, "stats", "", &own);
+        out.push_str(rest.trim_start_matches("# \r\n"));
+    }
+    if want("replication") {
+        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\r\n");
+    }
+    if want("cpu") {
+        let (sys, user) = crate::info::own_cpu();
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\nused_cpu_sys_main_thread:{sys:.6}\r\nused_cpu_user_main_thread:{user:.6}\r\n\r\n"
+        );
+    }
+    if want("modules") {
+        out.push_str("# Modules\r\n\r\n");
+    }
+    if want("errorstats") {
+        node_section(&mut out, "errorstats", "Errorstats", &[]);
     }
     if want("cluster") {
         out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if want("keyspace") {
-        out.push_str("# Keyspace\r\n");
-        out.push_str(&sum_keyspace(keyspace));
-        out.push_str("\r\n");
+        node_section(&mut out, "keyspace", "Keyspace", &[]);
     }
     if want("proxy") {
         let map = routes.map();
@@ -607,54 +648,6 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
     }
     while out.ends_with("\r\n\r\n") {
         out.truncate(out.len() - 2);
-    }
-    out
-}
-
-/// Sums `dbN:keys=..,expires=..,avg_ttl=..` lines over the masters' INFO keyspace replies.
-fn sum_keyspace(replies: &[Frame]) -> String {
-    // db number -> (keys, expires, sum of avg_ttl * keys for a weighted mean)
-    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
-    for reply in replies {
-        let text = match reply {
-            Frame::Bulk(b) | Frame::Verbatim { text: b, .. } => String::from_utf8_lossy(b),
-            _ => continue,
-        };
-        for line in text.lines() {
-            let Some((db, fields)) = line.split_once(':') else {
-                continue;
-            };
-            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
-                continue;
-            };
-            let entry = dbs.entry(n).or_default();
-            let mut keys = 0;
-            for field in fields.trim().split(',') {
-                match field.split_once('=') {
-                    Some(("keys", v)) => {
-                        keys = v.parse().unwrap_or(0);
-                        entry.0 += keys;
-                    }
-                    Some(("expires", v)) => entry.1 += v.parse::<u64>().unwrap_or(0),
-                    Some(("avg_ttl", v)) => {
-                        entry.2 += u128::from(v.parse::<u64>().unwrap_or(0)) * u128::from(keys)
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let mut out = String::new();
-    for (db, (keys, expires, ttl_weighted)) in dbs {
-        let avg_ttl = if keys > 0 {
-            ttl_weighted / u128::from(keys)
-        } else {
-            0
-        };
-        let _ = write!(
-            out,
-            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
-        );
     }
     out
 }

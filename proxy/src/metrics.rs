@@ -439,6 +439,16 @@ impl Metrics {
         self.clients_rejected.get()
     }
 
+    /// Bytes read from clients so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes.get()
+    }
+
+    /// Bytes written to clients so far.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.get()
+    }
+
     /// A client connection was closed for `why`.
     pub fn disconnected(&self, why: Disconnect) {
         if let Some(c) = self.disconnected.get(why as usize) {
