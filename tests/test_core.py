@@ -142,9 +142,19 @@ def test_info_sums_what_the_masters_hold(proxy, cluster, standalone):
     assert abs(cpu["used_cpu_sys"] - int(ticks[1]) / 100) <= 0.05
     assert info["loading"] == 0 and info["rdb_bgsave_in_progress"] == 0
     assert info["total_connections_received"] >= 1
-    for section in ("memory", "persistence", "stats", "cpu"):
+    for section in ("memory", "persistence", "stats", "cpu", "replication"):
         missing = set(standalone.client().info(section)) - set(c.info(section))
         assert not missing, f"{section}: {sorted(missing)}"
+    # The same section headers, in the same order, as a standalone node's (plus `# Proxy`).
+    def headers(server, *args):
+        text = server.raw(b" ".join([b"INFO", *args]) + b"\r\n", timeout=0.5)
+        return [line for line in text.split(b"\r\n") if line.startswith(b"# ")]
+    for args in ((), (b"all",), (b"everything",), (b"cpu", b"commandstats")):
+        mine = [h for h in headers(proxy, *args) if h != b"# Proxy"]
+        theirs = [h for h in headers(standalone, *args) if h != b"# Latencystats"]
+        assert mine == theirs, args
+    assert c.info("commandstats")["cmdstat_set"]["calls"] >= len(keys)
+    assert not any(k.startswith("cmdstat_") for k in c.info())
 
 
 def test_command_docs_and_friends(proxy, standalone):

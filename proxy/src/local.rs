@@ -527,6 +527,8 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
             .iter()
             .any(|w| w == "all" || w == "everything" || w == "default");
     let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    // INFO all and INFO everything add commandstats (and latencystats) to the default ones.
+    let all_sections = wanted.iter().any(|w| w == "all" || w == "everything");
     let uptime = shared.started.elapsed().as_secs();
     let mut out = String::new();
     let routes = shared.topology.routes();
@@ -597,7 +599,11 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
         out.push_str(rest.trim_start_matches("# \r\n"));
     }
     if want("replication") {
-        out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\r\n");
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n",
+            shared.run_id
+        );
     }
     if want("cpu") {
         let (sys, user) = crate::info::own_cpu();
@@ -608,6 +614,23 @@ fn info_text(req: &Request, client: &ClientState, shared: &Shared, keyspace: &[F
     }
     if want("modules") {
         out.push_str("# Modules\r\n\r\n");
+    }
+    // Not in the default sections, as in Redis: the proxy's own count per command (calls
+    // and error replies; the time is the proxy's, request to reply).
+    if all_sections || wanted.iter().any(|w| w == "commandstats") {
+        out.push_str("# Commandstats\r\n");
+        for (name, calls, usec, errors) in shared.metrics.command_stats() {
+            let per_call = if calls > 0 {
+                usec as f64 / calls as f64
+            } else {
+                0.0
+            };
+            let _ = write!(
+                out,
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls=0,failed_calls={errors}\r\n"
+            );
+        }
+        out.push_str("\r\n");
     }
     if want("errorstats") {
         node_section(&mut out, "errorstats", "Errorstats", &[]);

@@ -546,6 +546,21 @@ impl Metrics {
         self.commands.get(index)
     }
 
+    /// Per command answered so far, for INFO commandstats: `(name, calls, microseconds,
+    /// error replies)`, in command table order.
+    pub fn command_stats(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        self.commands
+            .slots
+            .iter()
+            .filter_map(OnceLock::get)
+            .filter(|c| c.total.get() > 0)
+            .map(|c| {
+                let usec = (c.duration.get_sample_sum() * 1e6) as u64;
+                (c.name, c.total.get(), usec, c.errors.get())
+            })
+            .collect()
+    }
+
     /// Commands answered and error replies among them, over every command.
     pub fn command_totals(&self) -> (u64, u64) {
         self.commands
