@@ -683,6 +683,21 @@ def test_pubsub_messages_reach_subscribers_through_any_path(proxy, cluster, prot
     sub.close()
 
 
+@pytest.mark.parametrize("command", [
+    b"SUBSCRIBE __keyspace@0__:k",
+    b"PSUBSCRIBE __keyevent@0__:expired",
+    b"PSUBSCRIBE news.* __key*__:*",
+])
+def test_keyspace_notification_subscriptions_are_refused_whole(proxy, cluster, command):
+    """Each node sends the notifications of its own keys only, to its own subscribers: one
+    subscription through the proxy would see some of them. Refused, and nothing subscribed."""
+    reply = proxy.raw(command + b"\r\nPING\r\n", expect=b"+PONG\r\n")
+    assert reply.startswith(b"-ERR Slotway cannot subscribe to keyspace notifications")
+    assert reply.endswith(b"\r\n+PONG\r\n")  # not in subscribed mode: a plain PONG
+    # Plain channels still work.
+    assert proxy.raw(b"SUBSCRIBE news\r\n", expect=b":1\r\n").endswith(b":1\r\n")
+
+
 def test_publish_counts_channel_subscribers_on_every_node(proxy, cluster):
     subscribers = [proxy.client().pubsub()]
     for addr in (cluster.masters()[1], cluster.masters()[2], cluster.replicas()[0]):

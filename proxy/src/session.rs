@@ -1629,6 +1629,17 @@ impl Session {
             self.fail_new(ProxyError::WrongArity(name));
             return true;
         }
+        // Each node publishes the keyspace notifications of its own keys, to its own
+        // subscribers only; a subscription on one node would see a part of them, silently.
+        if matches!(name, "subscribe" | "psubscribe") {
+            if let Some(channel) = req.args().skip(1).find(|c| c.starts_with(b"__key")) {
+                self.fail_new(ProxyError::Other(format!(
+                    "ERR Slotway cannot subscribe to keyspace notifications ('{}'): each cluster node sends only those of its own keys; subscribe on every master directly",
+                    String::from_utf8_lossy(channel)
+                )));
+                return true;
+            }
+        }
         let subscribed_resp2 = self.is_subscribed_resp2();
         let ps = if is_sub {
             if let "ssubscribe" | "sunsubscribe" = name {
