@@ -82,6 +82,14 @@ def test_local_commands_answer_like_a_single_node(proxy):
     assert "name=worker-1" in c.execute_command("CLIENT", "LIST")
     assert c.execute_command("CLIENT", "SETINFO", "LIB-NAME", "mylib") == "OK"
     assert "lib-name=mylib" in c.execute_command("CLIENT", "INFO")
+    # The fields of a Redis 7.2 line, in its order (what redis-py's parser and Redis's own
+    # introspection.tcl read).
+    fields = [f.split("=")[0] for f in c.execute_command("CLIENT", "INFO").split()]
+    assert fields == ["id", "addr", "laddr", "fd", "name", "age", "idle", "flags", "db", "sub",
+                      "psub", "ssub", "multi", "qbuf", "qbuf-free", "argv-mem", "multi-mem",
+                      "rbs", "rbp", "obl", "oll", "omem", "tot-mem", "events", "cmd", "user",
+                      "redir", "resp", "lib-name", "lib-ver"]
+    assert "cmd=client|info" in c.execute_command("CLIENT", "INFO")
     assert proxy.raw(b"SELECT 0\r\n", expect=b"\r\n") == b"+OK\r\n"
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         c.execute_command("SELECT", 1)

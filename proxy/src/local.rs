@@ -210,18 +210,18 @@ pub fn answer(
         "client|info" => Ok((
             Frame::Verbatim {
                 format: *b"txt",
-                text: Bytes::from(client_line(&client.info()) + "\n"),
+                text: Bytes::from(client_line(&client.info(), "client|info") + "\n"),
             },
             After::Continue,
         )),
         "client|list" => {
             let mut text = String::new();
             for c in shared.clients.snapshot() {
-                text.push_str(&client_line(&c));
+                text.push_str(&client_line(&c, "client|list"));
                 text.push('\n');
             }
             if text.is_empty() {
-                text = client_line(&client.info()) + "\n";
+                text = client_line(&client.info(), "client|list") + "\n";
             }
             Ok((
                 Frame::Verbatim {
@@ -480,8 +480,8 @@ fn client_unblock(req: &Request, shared: &Shared) -> Result<(Frame, After), Prox
     Ok((Frame::Integer(1), After::Continue))
 }
 
-/// One `CLIENT LIST` line for a client.
-pub fn client_line(client: &ClientInfo) -> String {
+/// One `CLIENT LIST` line for a client; `cmd` is the command shown as its last.
+pub fn client_line(client: &ClientInfo, cmd: &str) -> String {
     let text = |i: usize| {
         client
             .names
@@ -492,7 +492,7 @@ pub fn client_line(client: &ClientInfo) -> String {
     };
     let (name, lib_name, lib_ver) = (text(0), text(1), text(2));
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
@@ -501,6 +501,7 @@ pub fn client_line(client: &ClientInfo) -> String {
         // U: a Unix socket client, as Redis marks them.
         if matches!(client.peer, ClientAddr::Unix(_)) { "U" } else { "N" },
         client.db,
+        cmd,
         if client.version == Version::Resp3 { 3 } else { 2 },
         lib_name,
         lib_ver,
