@@ -259,6 +259,17 @@ def test_client_kill_closes_the_connections_it_names(proxy, standalone, clean):
         time.sleep(0.2)
         assert admin.lrange("killedq", 0, -1) == ["x"]
         assert admin.ping()
+        # TYPE pubsub names subscribers only; TYPE normal the others.
+        subscriber, _, _ = open_client(server)
+        subscriber.sendall(b"SUBSCRIBE killch\r\n")
+        time.sleep(0.2)
+        subscriber.recv(1000)
+        victim, client_id, _ = open_client(server)
+        assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        assert closed(subscriber)
+        assert admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "ID", client_id) == 1
+        assert closed(victim)
+        assert admin.execute_command("CLIENT", "KILL", "TYPE", "master") == 0
 
     errors = (
         b"CLIENT KILL 1.2.3.4:5\r\nCLIENT KILL ID 0\r\nCLIENT KILL ID x\r\nCLIENT KILL TYPE foo\r\n"

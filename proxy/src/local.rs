@@ -342,7 +342,8 @@ fn hello(
 
 /// CLIENT KILL addr (OK, or `No such client`) and CLIENT KILL [ID id] [TYPE type] [USER user]
 /// [ADDR addr] [LADDR addr] [SKIPME yes|no] [MAXAGE secs] (how many were killed), over this
-/// proxy's clients, with Redis's errors. A killed client's session closes its connection
+/// proxy's clients, with Redis's errors. TYPE pubsub is a client with subscriptions, normal
+/// any other; no master or replica connects through a proxy. A killed client's session closes its connection
 /// at once; a client that kills itself gets the reply first.
 fn client_kill(
     req: &Request,
@@ -352,6 +353,8 @@ fn client_kill(
     let text = |i: usize| String::from_utf8_lossy(req.arg(i).unwrap_or_default()).into_owned();
     let (mut id, mut addr, mut laddr, mut max_age) = (None, None, None, None);
     let mut nobody = false;
+    // TYPE normal (Some(false)) or pubsub (Some(true)).
+    let mut subscriber = None;
     let mut skip_me = true;
     if req.len() == 3 {
         addr = Some(text(2));
@@ -378,11 +381,8 @@ fn client_kill(
                 match kind.as_str() {
                     // No replication link ever comes through a proxy.
                     "master" | "replica" | "slave" => nobody = true,
-                    "normal" | "pubsub" => {
-                        return Err(ProxyError::Other(format!(
-                            "ERR CLIENT KILL TYPE {kind} is not supported by Slotway (use ID, ADDR, LADDR or MAXAGE)"
-                        )))
-                    }
+                    "normal" => subscriber = Some(false),
+                    "pubsub" => subscriber = Some(true),
                     _ => {
                         return Err(ProxyError::Other(format!(
                             "ERR Unknown client type '{}'",
@@ -430,6 +430,7 @@ fn client_kill(
             && addr.as_ref().is_none_or(|a| c.peer.to_string() == *a)
             && laddr.as_ref().is_none_or(|a| c.local.to_string() == *a)
             && max_age.is_none_or(|age| c.connected.elapsed().as_secs() as i64 >= age)
+            && subscriber.is_none_or(|s| c.remote.status.subscriber.load(Ordering::Relaxed) == s)
             && !(skip_me && c.id == client.id);
         if !matches {
             continue;
@@ -472,7 +473,7 @@ fn client_unblock(req: &Request, shared: &Shared) -> Result<(Frame, After), Prox
     let target = u64::try_from(id)
         .ok()
         .and_then(|id| shared.clients.get(id))
-        .filter(|c| c.remote.blocked.load(Ordering::Relaxed) > 0);
+        .filter(|c| c.remote.status.blocked.load(Ordering::Relaxed) > 0);
     let Some(target) = target else {
         return Ok((Frame::Integer(0), After::Continue));
     };

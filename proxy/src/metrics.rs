@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use routing::CommandSpec;
 use tokio::time::{Instant, Sleep};
 
 use crate::listener::ClientAddr;
-use crate::server::{ClientState, Shared};
+use crate::server::{ClientState, ClientStatus, Shared};
 
 /// Latency buckets, in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -190,8 +190,8 @@ pub struct ConnMeter {
 pub struct Meter {
     shared: Arc<Shared>,
     peer: ClientAddr,
-    /// This client's blocked requests, as CLIENT UNBLOCK sees them.
-    blocked: Arc<AtomicU32>,
+    /// This client's status for other clients (its blocked requests, for CLIENT UNBLOCK).
+    status: Arc<ClientStatus>,
     /// Requests not yet answered, in request order.
     pending: TimedQueue,
     idle_timeout: Option<Duration>,
@@ -1006,9 +1006,9 @@ impl Drop for ConnMeter {
 
 impl Meter {
     /// The meter of a new client session.
-    pub fn new(shared: &Arc<Shared>, peer: ClientAddr, blocked: Arc<AtomicU32>) -> Meter {
+    pub fn new(shared: &Arc<Shared>, peer: ClientAddr, status: Arc<ClientStatus>) -> Meter {
         Meter {
-            blocked,
+            status,
             idle_timeout: shared.config.client_idle_timeout(),
             output_limit: shared.config.client_output_buffer_limit,
             shared: shared.clone(),
@@ -1063,7 +1063,7 @@ impl Meter {
             if !t.blocked {
                 t.blocked = true;
                 self.shared.stats.blocked.fetch_add(1, Ordering::Relaxed);
-                self.blocked.fetch_add(1, Ordering::Relaxed);
+                self.status.blocked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -1112,7 +1112,7 @@ impl Meter {
     fn unblock(&self, t: &Timed) {
         if t.blocked {
             self.shared.stats.blocked.fetch_sub(1, Ordering::Relaxed);
-            self.blocked.fetch_sub(1, Ordering::Relaxed);
+            self.status.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -2,7 +2,7 @@
 //! ([`ClientState`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -137,14 +137,23 @@ pub struct ClientInfo {
     pub remote: Remote,
 }
 
-/// A session's handles for other clients: its inbox, and how many of its requests are blocked
-/// (in a blocking command on a node).
+/// A session's handles for other clients: its inbox, and what it publishes about itself.
 #[derive(Debug, Clone)]
 pub struct Remote {
     /// The session's reply queue, which also takes [`crate::reply::Control`] orders.
     pub inbox: Arc<ReplyQueue>,
-    /// Its requests now blocked (kept by its `metrics::Meter`).
-    pub blocked: Arc<AtomicU32>,
+    /// What CLIENT UNBLOCK and CLIENT KILL TYPE look at.
+    pub status: Arc<ClientStatus>,
+}
+
+/// What a session keeps up to date about itself for other clients.
+#[derive(Debug, Default)]
+pub struct ClientStatus {
+    /// Its requests now blocked in a blocking command on a node (kept by its
+    /// `metrics::Meter`).
+    pub blocked: AtomicU32,
+    /// True while it has subscriptions (CLIENT KILL TYPE pubsub); kept by its session.
+    pub subscriber: AtomicBool,
 }
 
 /// What one client session knows about its client.
@@ -302,7 +311,7 @@ impl ClientState {
             names: None,
             remote: Remote {
                 inbox: Arc::default(),
-                blocked: Arc::default(),
+                status: Arc::default(),
             },
         });
         info.version = self.version;

@@ -38,7 +38,7 @@ use crate::listener::{Accepted, ClientRead, ClientWrite};
 use crate::local::{self, After};
 use crate::names;
 use crate::reply::{Control, Delivery, Reply, ReplyQueue, ReplyTo, CONTROL_SEQ};
-use crate::server::{ClientState, Remote, Shared};
+use crate::server::{ClientState, ClientStatus, Remote, Shared};
 use crate::topology::{NodePool, Routes};
 use crate::transaction::{self, GroupOutcome};
 use buffers::Buffers;
@@ -197,6 +197,8 @@ struct Session {
     /// Sequence number of `queue[0]`.
     head_seq: u64,
     replies: Arc<ReplyQueue>,
+    /// What other clients see of this one (`server::ClientStatus`).
+    status: Arc<ClientStatus>,
     spare: VecDeque<Delivery>,
     wbuf: BytesMut,
     /// Stop reading; close once the queue is empty and written.
@@ -242,10 +244,11 @@ pub fn run(
     } = conn;
     let remote = Remote {
         inbox: Arc::new(ReplyQueue::default()),
-        blocked: Arc::default(),
+        status: Arc::default(),
     };
-    let meter = crate::metrics::Meter::new(&shared, peer.clone(), remote.blocked.clone());
+    let meter = crate::metrics::Meter::new(&shared, peer.clone(), remote.status.clone());
     let replies = remote.inbox.clone();
+    let status = remote.status.clone();
     let client = ClientState::new(shared.clone(), peer, local, remote);
     let session = Box::new(Session {
         meter,
@@ -254,6 +257,7 @@ pub fn run(
         queue: VecDeque::new(),
         head_seq: 0,
         replies,
+        status,
         spare: VecDeque::new(),
         wbuf: BytesMut::new(),
         closing: false,
@@ -483,6 +487,10 @@ impl Session {
             self.flush_ready();
             if self.killed {
                 self.wbuf.clear();
+            }
+            let subscriber = self.is_subscriber();
+            if subscriber != self.status.subscriber.load(Ordering::Relaxed) {
+                self.status.subscriber.store(subscriber, Ordering::Relaxed);
             }
             if !self.wbuf.is_empty() && (self.queue.is_empty() || yielded) && self.write_now(wr)? {
                 yielded = false;

@@ -128,7 +128,7 @@ fn requests_are_timed_in_order_and_blocked_ones_counted_until_done() {
         ClientAddr::Tcp("127.0.0.1:6380".parse().unwrap()),
         crate::server::Remote {
             inbox: Default::default(),
-            blocked: Default::default(),
+            status: Default::default(),
         },
     );
     let get = routing::lookup(b"get", None);
