@@ -700,6 +700,7 @@ def test_script_kill_stops_a_busy_script_wherever_it_runs(proxy, cluster, clean,
                         replace=True)
         run, kill = ("FCALL", "spin", 0), ("FUNCTION", "KILL")
     masters = cluster.masters()  # asked now: a busy node answers CLUSTER SLOTS with BUSY
+    nodes = [cluster.node_client(a) for a in masters]
     assert c.config_set("busy-reply-threshold", 100)
     try:
         outcome = []
@@ -712,8 +713,11 @@ def test_script_kill_stops_a_busy_script_wherever_it_runs(proxy, cluster, clean,
 
         spinner = threading.Thread(target=spin)
         spinner.start()
-        time.sleep(0.5)  # past the threshold: the node now answers BUSY and takes KILL
-        assert len([a for a in masters if _busy(cluster, a)]) == 1
+        # Past the threshold the node answers BUSY (and takes KILL).
+        deadline = time.monotonic() + 10
+        while not any(_busy(n) for n in nodes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len([n for n in nodes if _busy(n)]) == 1
         assert c.execute_command(*kill) in (True, "OK")
         spinner.join(10)
         assert not spinner.is_alive()
@@ -721,9 +725,9 @@ def test_script_kill_stops_a_busy_script_wherever_it_runs(proxy, cluster, clean,
         with pytest.raises(redis.ResponseError, match="NOTBUSY"):
             c.execute_command(*kill)
     finally:
-        for addr in masters:  # never leave a node busy for the next test
+        for node in nodes:  # never leave a node busy for the next test
             try:
-                cluster.node_client(addr).execute_command(*kill)
+                node.execute_command(*kill)
             except redis.ResponseError:
                 pass
         c.config_set("busy-reply-threshold", 5000)
@@ -731,9 +735,9 @@ def test_script_kill_stops_a_busy_script_wherever_it_runs(proxy, cluster, clean,
             c.function_flush()
 
 
-def _busy(cluster, addr) -> bool:
+def _busy(node) -> bool:
     try:
-        cluster.node_client(addr).ping()
+        node.ping()
     except redis.ResponseError as e:
         return str(e).startswith("BUSY")
     return False

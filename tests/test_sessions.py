@@ -206,7 +206,7 @@ def _unblock_transcript(server, keys: list[str]) -> list[bytes]:
         blpop = b"BLPOP " + b" ".join(k.encode() for k in keys) + b" 0\r\n"
         for how in (b"", b" TIMEOUT", b" ERROR"):
             blocked.sendall(blpop)
-            time.sleep(0.3)
+            time.sleep(0.5)  # blocked on the node (through the proxy: on its own connection)
             seen.append(ask(other, b"CLIENT UNBLOCK %d%s\r\n" % (client_id, how)))
             seen.append(blocked.recv(1000))
         seen.append(ask(other, b"CLIENT UNBLOCK %d\r\n" % client_id))  # not blocked now
