@@ -279,6 +279,43 @@ def test_client_kill_closes_the_connections_it_names(proxy, standalone, clean):
     raw_compare(proxy, standalone, errors)
 
 
+def test_client_list_shows_each_clients_latest_command_idle_time_and_flags(proxy, clean):
+    def line_of(client_id: int) -> dict:
+        listing = proxy.client().execute_command("CLIENT", "LIST")
+        line = next(l for l in listing.splitlines() if l.startswith(f"id={client_id} "))
+        return dict(field.split("=", 1) for field in line.split())
+
+    idle = proxy.client()
+    idle_id = idle.client_id()
+    blocked = socket.create_connection((proxy.host, proxy.port), timeout=5)
+    blocked.sendall(b"CLIENT ID\r\n")
+    blocked_id = int(blocked.recv(100)[1:])
+    blocked.sendall(b"BLPOP clientlistq 0\r\n")
+    subscriber = socket.create_connection((proxy.host, proxy.port), timeout=5)
+    subscriber.sendall(b"CLIENT ID\r\n")
+    subscriber_id = int(subscriber.recv(100)[1:])
+    subscriber.sendall(b"SUBSCRIBE clientlistch\r\n")
+    time.sleep(1.1)
+    assert line_of(idle_id)["cmd"] == "client|id" and line_of(idle_id)["flags"] == "N"
+    idle.get("clientlist")
+    time.sleep(1.1)
+    listed = line_of(idle_id)
+    assert listed["cmd"] == "get" and int(listed["idle"]) >= 1
+    assert line_of(blocked_id)["flags"] == "b" and line_of(blocked_id)["cmd"] == "blpop"
+    assert int(line_of(blocked_id)["idle"]) >= 2
+    assert line_of(subscriber_id)["flags"] == "P"
+    assert line_of(subscriber_id)["cmd"] == "subscribe"
+    # The caller's own line shows the command it is running, not idle.
+    own = proxy.client()
+    own_id = own.client_id()
+    assert f"id={own_id} " in own.execute_command("CLIENT", "LIST")
+    line = next(l for l in own.execute_command("CLIENT", "LIST").splitlines()
+                if l.startswith(f"id={own_id} "))
+    assert "cmd=client|list" in line and " idle=0 " in line
+    blocked.close()
+    subscriber.close()
+
+
 def test_blocking_pop_on_one_slot_does_not_block_others(proxy, clean):
     blocked = proxy.client(socket_timeout=10)
     result = {}

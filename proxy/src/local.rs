@@ -210,18 +210,22 @@ pub fn answer(
         "client|info" => Ok((
             Frame::Verbatim {
                 format: *b"txt",
-                text: Bytes::from(client_line(&client.info(), "client|info") + "\n"),
+                text: Bytes::from(client_line(&client.info(), shared, Some("client|info")) + "\n"),
             },
             After::Continue,
         )),
         "client|list" => {
             let mut text = String::new();
             for c in shared.clients.snapshot() {
-                text.push_str(&client_line(&c, "client|list"));
+                text.push_str(&client_line(
+                    &c,
+                    shared,
+                    (c.id == client.id).then_some("client|list"),
+                ));
                 text.push('\n');
             }
             if text.is_empty() {
-                text = client_line(&client.info(), "client|list") + "\n";
+                text = client_line(&client.info(), shared, Some("client|list")) + "\n";
             }
             Ok((
                 Frame::Verbatim {
@@ -481,8 +485,10 @@ fn client_unblock(req: &Request, shared: &Shared) -> Result<(Frame, After), Prox
     Ok((Frame::Integer(1), After::Continue))
 }
 
-/// One `CLIENT LIST` line for a client; `cmd` is the command shown as its last.
-pub fn client_line(client: &ClientInfo, cmd: &str) -> String {
+/// One `CLIENT LIST` line for a client. `current` is the command being answered when the line
+/// is the caller's own (CLIENT LIST / CLIENT INFO); other clients show their latest command,
+/// and how long ago it came as `idle`.
+pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) -> String {
     let text = |i: usize| {
         client
             .names
@@ -492,15 +498,44 @@ pub fn client_line(client: &ClientInfo, cmd: &str) -> String {
             .unwrap_or_default()
     };
     let (name, lib_name, lib_ver) = (text(0), text(1), text(2));
+    let status = &client.remote.status;
+    let cmd = match current {
+        Some(cmd) => cmd,
+        None => match status.last_command.load(Ordering::Relaxed) {
+            0 => "NULL",
+            n => shared.metrics.command(n - 1).name(),
+        },
+    };
+    let idle = match current {
+        Some(_) => 0,
+        None => {
+            let now = shared.started.elapsed().as_secs();
+            now.saturating_sub(u64::from(status.last_active.load(Ordering::Relaxed)))
+        }
+    };
+    // Redis's flags: P subscriber, b blocked, U Unix socket; N for none of them.
+    let mut flags = String::new();
+    if status.subscriber.load(Ordering::Relaxed) {
+        flags.push('P');
+    }
+    if status.blocked.load(Ordering::Relaxed) > 0 {
+        flags.push('b');
+    }
+    if matches!(client.peer, ClientAddr::Unix(_)) {
+        flags.push('U');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
         name,
         client.connected.elapsed().as_secs(),
-        // U: a Unix socket client, as Redis marks them.
-        if matches!(client.peer, ClientAddr::Unix(_)) { "U" } else { "N" },
+        idle,
+        flags,
         client.db,
         cmd,
         if client.version == Version::Resp3 { 3 } else { 2 },

@@ -1036,9 +1036,18 @@ impl Meter {
     /// (kept for the slow log; a reference count, not a copy).
     pub fn start(&mut self, seq: u64, spec: Option<&CommandSpec>, raw: &Bytes) {
         let started = self.now();
+        let command = self.shared.metrics.command_index(spec);
+        // For CLIENT LIST (two stores to a line only this session writes).
+        self.status
+            .last_command
+            .store(command.saturating_add(1), Ordering::Relaxed);
+        let since_start = started.saturating_duration_since(self.shared.started);
+        self.status
+            .last_active
+            .store(since_start.as_secs() as u32, Ordering::Relaxed);
         self.pending.push(Timed {
             seq,
-            command: self.shared.metrics.command_index(spec),
+            command,
             blocked: false,
             started,
             raw: raw.clone(),

@@ -2,7 +2,7 @@
 //! ([`ClientState`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -154,6 +154,11 @@ pub struct ClientStatus {
     pub blocked: AtomicU32,
     /// True while it has subscriptions (CLIENT KILL TYPE pubsub); kept by its session.
     pub subscriber: AtomicBool,
+    /// Its latest request's command, as `Metrics::command_index` + 1 (0: none yet); CLIENT
+    /// LIST's `cmd`.
+    pub last_command: AtomicU16,
+    /// When its latest request came, in seconds since the proxy started; CLIENT LIST's `idle`.
+    pub last_active: AtomicU32,
 }
 
 /// What one client session knows about its client.
