@@ -222,6 +222,20 @@ def test_client_unblock_ends_a_blocked_command_as_one_node_does(proxy, standalon
     assert _unblock_transcript(proxy, keys) == _unblock_transcript(standalone, keys)
 
 
+def test_client_unblock_right_after_the_blocking_command_still_ends_it(proxy, clean):
+    """CLIENT UNBLOCK sent the moment the proxy has sent a BLPOP (its own node connection may
+    still be opening): when it answers 1, the BLPOP ends."""
+    other = proxy.client()
+    for attempt in range(10):
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as blocked:
+            blocked.sendall(b"CLIENT ID\r\n")
+            client_id = int(blocked.recv(100)[1:])
+            blocked.sendall(b"BLPOP unblockrace%d 0\r\n" % attempt)
+            while other.execute_command("CLIENT", "UNBLOCK", client_id) == 0:
+                pass  # not sent yet
+            assert blocked.recv(100) == b"*-1\r\n"
+
+
 def test_client_kill_closes_the_connections_it_names(proxy, standalone, clean):
     def open_client(server):
         sock = socket.create_connection((server.host, server.port), timeout=5)

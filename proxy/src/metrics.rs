@@ -1105,6 +1105,15 @@ impl Meter {
         }
     }
 
+    /// The requests now blocked in a blocking command, by sequence number.
+    pub fn blocked_requests(&self) -> Vec<u64> {
+        self.pending
+            .iter()
+            .filter(|t| t.blocked)
+            .map(|t| t.seq)
+            .collect()
+    }
+
     /// True if requests are in flight and every one is a blocking command: a client that
     /// closes its side now is gone, and its blocked requests can be dropped with it.
     pub fn only_blocked_pending(&self) -> bool {

@@ -56,6 +56,9 @@ pub enum Control {
     UnblockTimeout = 1,
     /// CLIENT UNBLOCK ... ERROR: its blocked commands answer `-UNBLOCKED`.
     UnblockError = 2,
+    /// The session's own reminder: the commands it was told to unblock have not answered yet
+    /// (the order can reach a node before the blocking command does); tell the nodes again.
+    UnblockAgain = 3,
 }
 
 /// Where a reply must be delivered.

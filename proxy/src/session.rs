@@ -176,6 +176,9 @@ struct Stateful {
     reply_mode: ReplyMode,
     /// Requests (by sequence number, ascending) whose replies are not written.
     silenced: VecDeque<u64>,
+    /// CLIENT UNBLOCK from another client: the blocked requests it ends, and how (TIMEOUT or
+    /// ERROR), until they have answered.
+    unblocking: Option<(Vec<u64>, &'static [u8])>,
 }
 
 /// CLIENT REPLY ON / OFF / SKIP.
@@ -1744,13 +1747,39 @@ impl Session {
             self.wbuf.clear();
             return;
         }
-        let how: &[u8] = if control == Control::UnblockError as u32 {
+        let blocked = self.meter.blocked_requests();
+        let Some(st) = self.stateful.as_mut() else {
+            return;
+        };
+        if control == Control::UnblockAgain as u32 {
+            // Still waiting for the ones it was told to end?
+            let Some((seqs, how)) = st.unblocking.as_mut() else {
+                return;
+            };
+            seqs.retain(|s| blocked.contains(s));
+            if seqs.is_empty() {
+                st.unblocking = None;
+                return;
+            }
+            let how = *how;
+            return self.unblock_own_connections(how);
+        }
+        if blocked.is_empty() {
+            return;
+        }
+        let how: &'static [u8] = if control == Control::UnblockError as u32 {
             b"ERROR"
         } else {
             b"TIMEOUT"
         };
-        // Its blocked commands run on its own connections: each node is told to end the one
-        // blocked there (a connection not blocked is left as it is).
+        st.unblocking = Some((blocked, how));
+        self.unblock_own_connections(how);
+    }
+
+    /// Tells the node of each of this client's own connections to end the command blocked
+    /// there (a connection not blocked is left as it is), and to check again shortly: the
+    /// order may reach a node before the blocking command, or before the connection is open.
+    fn unblock_own_connections(&mut self, how: &'static [u8]) {
         let Some(st) = self.stateful.as_ref() else {
             return;
         };
@@ -1768,6 +1797,11 @@ impl Session {
                 pop::send_and_forget(&pool, self.client.version, self.client.id, req);
             }
         }
+        self.replies.retry_after(
+            Duration::from_millis(20),
+            CONTROL_SEQ,
+            Control::UnblockAgain as u32,
+        );
     }
 
     fn subscriber_lost(&mut self) {
