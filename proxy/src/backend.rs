@@ -266,11 +266,8 @@ async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<
     // script keeps the node busy, so a client's own connection can still be opened then (to
     // send it SCRIPT KILL).
     let ask_id = matches!(settings.kind, ConnKind::Dedicated);
-    if settings.version == Version::Resp3 {
-        hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n");
-        expected += 1;
-    } else if ask_id {
-        hello.extend_from_slice(b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+    if settings.version == Version::Resp3 || ask_id {
+        hello.extend_from_slice(hello_request(settings.version));
         expected += 1;
     }
     let mut id = None;
@@ -323,6 +320,14 @@ async fn handshake(
         }
     }
     Ok(last)
+}
+
+/// `HELLO 2` or `HELLO 3`, encoded: switches a node connection to `version`.
+pub fn hello_request(version: Version) -> &'static [u8] {
+    match version {
+        Version::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
+        Version::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
+    }
 }
 
 /// The `id` field of a HELLO reply (a map in RESP3, a flat array in RESP2).

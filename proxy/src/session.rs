@@ -671,10 +671,7 @@ impl Session {
         st.dedicated
             .retain(|(addr, lane, _)| *lane == 0 && keep.as_ref() == Some(addr));
         if let Some((_, _, conn)) = st.dedicated.first() {
-            let hello: &'static [u8] = match version {
-                protocol::Version::Resp3 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n",
-                protocol::Version::Resp2 => b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n",
-            };
+            let hello = crate::backend::hello_request(version);
             let (tx, _rx) = tokio::sync::oneshot::channel();
             conn.send(Job::new(Bytes::from_static(hello), ReplyTo::Oneshot(tx)));
         }
@@ -690,10 +687,10 @@ impl Session {
         if spec.is_some_and(|s| s.name == "client|reply") && req.len() == 3 {
             return self.client_reply(&req);
         }
+        let seq = self.next_seq();
         if let Some(st) = self.stateful.as_mut() {
             if st.reply_mode != ReplyMode::On {
-                st.silenced
-                    .push_back(self.head_seq + self.queue.len() as u64);
+                st.silenced.push_back(seq);
                 if st.reply_mode == ReplyMode::SkipNext {
                     st.reply_mode = ReplyMode::On;
                 }
@@ -1791,10 +1788,7 @@ impl Session {
         for (addr, id) in targets {
             let pool = self.with_routes(|routes| routes.pool_by_addr(&addr).cloned());
             if let Some(pool) = pool {
-                let id = id.to_string();
-                let req =
-                    Request::from_args([b"CLIENT".as_slice(), b"UNBLOCK", id.as_bytes(), how]);
-                pop::send_and_forget(&pool, self.client.version, self.client.id, req);
+                pop::unblock_on_node(&pool, self.client.version, self.client.id, id, how);
             }
         }
         self.replies.retry_after(

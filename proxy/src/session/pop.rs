@@ -401,12 +401,7 @@ impl Session {
         };
         if let Some(pool) = self.resolve(target) {
             if let Some(id) = self.dedicated_conn(&pool, lane).node_client_id() {
-                let req = Request::from_args([
-                    b"CLIENT".as_slice(),
-                    b"UNBLOCK",
-                    id.to_string().as_bytes(),
-                ]);
-                send_and_forget(&pool, self.client.version, self.client.id, req);
+                unblock_on_node(&pool, self.client.version, self.client.id, id, b"TIMEOUT");
             }
         }
         self.replies.retry_after(UNBLOCK_EVERY, seq, part);
@@ -582,6 +577,20 @@ pub(super) fn decode(raw: &[u8]) -> Frame {
 }
 
 /// Sends a request whose reply nobody needs on the client's pooled connection to `pool`.
+/// Sends `CLIENT UNBLOCK node_id how` (TIMEOUT or ERROR) to `pool`'s node, on the shared
+/// connection: the command blocked on the node's connection `node_id` ends.
+pub(super) fn unblock_on_node(
+    pool: &Arc<NodePool>,
+    version: protocol::Version,
+    client: u64,
+    node_id: u64,
+    how: &[u8],
+) {
+    let id = node_id.to_string();
+    let req = Request::from_args([b"CLIENT".as_slice(), b"UNBLOCK", id.as_bytes(), how]);
+    send_and_forget(pool, version, client, req);
+}
+
 pub(super) fn send_and_forget(
     pool: &Arc<NodePool>,
     version: protocol::Version,
