@@ -447,7 +447,7 @@ pub fn plan_scan(req: &Request, masters: usize) -> Result<Plan, ProxyError> {
     let master = (cursor & ((1 << SCAN_MASTER_BITS) - 1)) as usize;
     let node_cursor = cursor >> SCAN_MASTER_BITS;
     if masters == 0 {
-        return Err(ProxyError::SlotNotServed(0));
+        return Err(ProxyError::NoSlotMap);
     }
     if master >= masters {
         return Err(ProxyError::Other("ERR invalid cursor".to_string()));

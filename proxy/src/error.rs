@@ -50,9 +50,12 @@ pub enum ProxyError {
     /// The command is disabled by `deny_commands`.
     #[error("denied")]
     Denied(&'static str),
-    /// No node owns the slot (the map is incomplete or not loaded yet).
+    /// No node owns the slot (the map is incomplete).
     #[error("slot not served")]
     SlotNotServed(u16),
+    /// The proxy has no slot map: no cluster node has answered it yet.
+    #[error("no slot map")]
+    NoSlotMap,
     /// The backend failed the request.
     #[error("backend {node}: {failure:?}")]
     Backend {
@@ -143,6 +146,7 @@ impl ProxyError {
             ProxyError::SlotNotServed(slot) => {
                 format!("CLUSTERDOWN Hash slot {slot} not served")
             }
+            ProxyError::NoSlotMap => "CLUSTERDOWN The cluster is down: the proxy has no slot map yet (no cluster node has answered it; its log says why)".to_string(),
             ProxyError::Backend { node, failure } => match failure {
                 BackendError::NotSent => {
                     format!("CLUSTERDOWN node {node} is unreachable and no other node serves its slots yet")

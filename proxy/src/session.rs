@@ -777,7 +777,7 @@ impl Session {
                     Fan::AllNodes => routes.node_count(),
                 });
                 if n == 0 {
-                    return self.fail_new(ProxyError::SlotNotServed(0));
+                    return self.fail_new(ProxyError::NoSlotMap);
                 }
                 let sub = request.unwrap_or_else(|| req.clone());
                 let parts = (0..n)
@@ -1104,12 +1104,20 @@ impl Session {
             Reply::Failed(BackendError::NotSent) => {
                 // Never reached the node: safe to send again once the map has changed.
                 self.shared.topology.request_refresh();
-                let node = self.node_name(target);
-                self.retry_later(seq, part, Duration::from_millis(50), move || {
-                    ProxyError::Backend {
+                let node = self.resolve(target).map(|p| p.addr().to_string());
+                let no_map = self.with_routes(|routes| routes.masters().is_empty());
+                self.retry_later(seq, part, Duration::from_millis(50), move || match node {
+                    Some(node) => ProxyError::Backend {
                         node,
                         failure: BackendError::NotSent,
-                    }
+                    },
+                    None if no_map => ProxyError::NoSlotMap,
+                    None => match target {
+                        Target::Slot(slot) | Target::Blocking(slot) => {
+                            ProxyError::SlotNotServed(slot.get())
+                        }
+                        _ => ProxyError::NoSlotMap,
+                    },
                 });
             }
             Reply::Failed(failure) => {
@@ -1812,7 +1820,7 @@ impl Session {
         if self.pubsub.as_ref().is_none_or(|p| p.conn.is_none()) {
             let routes = self.shared.topology.routes();
             let Some(pool) = routes.masters().first().cloned() else {
-                let (frame, _) = ProxyError::SlotNotServed(0).reply();
+                let (frame, _) = ProxyError::NoSlotMap.reply();
                 self.wbuf
                     .extend_from_slice(&encode(&frame, self.client.version));
                 // Nothing will confirm it: the error is its answer.
