@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use protocol::{Frame, Limits, Scanner, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::reply::{Delivery, Reply, ReplyTo};
+use crate::transport::{Connector, NodeStream};
 
 /// Commands that precede a command sent after an `ASK` redirect.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -51,6 +51,8 @@ pub enum BackendError {
 pub struct ConnSettings {
     /// `host:port`.
     pub addr: Arc<str>,
+    /// Plain TCP or TLS.
+    pub connector: Connector,
     /// The protocol version to speak (`HELLO 3` is sent on connect for RESP3).
     pub version: Version,
     /// Connect timeout.
@@ -250,12 +252,11 @@ async fn run(
 /// Connects and runs the handshake (AUTH; HELLO 3 on RESP3 connections, and HELLO 2 on RESP2
 /// ones that are not pooled, for their id). Returns the stream and the node's id for it, if
 /// asked.
-async fn connect(settings: &ConnSettings) -> std::io::Result<(TcpStream, Option<u64>)> {
+async fn connect(settings: &ConnSettings) -> std::io::Result<(NodeStream, Option<u64>)> {
     let timeout = settings.connect_timeout;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&*settings.addr))
+    let mut stream = tokio::time::timeout(timeout, settings.connector.connect(&settings.addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-    stream.set_nodelay(true)?;
     let mut hello = Vec::new();
     let mut expected = 0;
     if let Some(auth) = settings.auth_request() {
@@ -294,11 +295,12 @@ const REPLY_MAX_DEPTH: usize = 1 << 20;
 
 /// Writes `out` and reads `expected` replies; any error reply fails. Returns the last reply.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut NodeStream,
     out: &[u8],
     mut expected: usize,
 ) -> std::io::Result<BytesMut> {
     stream.write_all(out).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(1024);
     let limits = Limits::default();
     let mut last = BytesMut::new();
@@ -360,10 +362,31 @@ enum Served {
 /// Runs a connected socket until it fails or every handle is dropped (with nothing in flight).
 async fn serve(
     settings: &ConnSettings,
-    stream: TcpStream,
+    stream: NodeStream,
     rx: &mut mpsc::UnboundedReceiver<Job>,
 ) -> Served {
-    let (mut rd, mut wr) = stream.into_split();
+    match stream {
+        NodeStream::Plain(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            serve_halves(settings, rd, wr, false, rx).await
+        }
+        NodeStream::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(*tls);
+            serve_halves(settings, rd, wr, true, rx).await
+        }
+    }
+}
+
+/// [`serve`] over the two halves of the stream. `flush`: the writer buffers (TLS records are
+/// sealed in rustls and sent as the socket takes them), so written bytes must be flushed once
+/// nothing more is waiting to be written.
+async fn serve_halves(
+    settings: &ConnSettings,
+    mut rd: impl AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin,
+    flush: bool,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+) -> Served {
     let limits = Limits {
         max_depth: REPLY_MAX_DEPTH,
         ..Limits::default()
@@ -376,6 +399,7 @@ async fn serve(
     let mut written: u64 = 0;
     let mut queued: u64 = 0;
     let mut rx_open = true;
+    let mut unflushed = false;
     let mut last_read = Instant::now();
     let mut ticker = settings.read_timeout.map(|t| tokio::time::interval(t / 4));
     let mut meter = settings
@@ -402,8 +426,12 @@ async fn serve(
                 }
                 Err(e) => break e.to_string(),
             },
-            r = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => match r {
-                Ok(n) => written += n as u64,
+            r = write_or_flush(&mut wr, &mut wbuf), if !wbuf.is_empty() || unflushed => match r {
+                Ok(Some(n)) => {
+                    written += n as u64;
+                    unflushed = flush;
+                }
+                Ok(None) => unflushed = false,
                 Err(e) => break e.to_string(),
             },
             job = rx.recv(), if rx_open && wbuf.len() < WRITE_HIGH_WATER => match job {
@@ -434,6 +462,19 @@ async fn serve(
     };
     fail_inflight(&mut inflight, written, None);
     Served::Failed(failure)
+}
+
+/// Writes from `wbuf` (`Some(bytes written)`), or flushes once it is empty (`None`). Cancel
+/// safe: a write that did not complete wrote nothing.
+async fn write_or_flush(
+    wr: &mut (impl AsyncWrite + Unpin),
+    wbuf: &mut BytesMut,
+) -> std::io::Result<Option<usize>> {
+    if wbuf.is_empty() {
+        wr.flush().await.map(|()| None)
+    } else {
+        wr.write_buf(wbuf).await.map(Some)
+    }
 }
 
 async fn tick(ticker: &mut Option<tokio::time::Interval>) {

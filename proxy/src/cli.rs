@@ -71,6 +71,21 @@ pub struct Cli {
     /// Password towards the cluster nodes.
     #[arg(long, env = "SLOTWAY_BACKEND_PASSWORD")]
     pub backend_password: Option<String>,
+    /// Connect to the cluster nodes with TLS.
+    #[arg(long, env = "SLOTWAY_BACKEND_TLS")]
+    pub backend_tls: bool,
+    /// PEM file of the CAs that sign the nodes' certificates [default: the system's].
+    #[arg(long, env = "SLOTWAY_BACKEND_TLS_CA_FILE")]
+    pub backend_tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate to present to the nodes.
+    #[arg(long, env = "SLOTWAY_BACKEND_TLS_CERT_FILE")]
+    pub backend_tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "SLOTWAY_BACKEND_TLS_KEY_FILE")]
+    pub backend_tls_key_file: Option<PathBuf>,
+    /// Check every node's certificate for this name instead of the node's host.
+    #[arg(long, env = "SLOTWAY_BACKEND_TLS_SERVER_NAME")]
+    pub backend_tls_server_name: Option<String>,
     /// Log filter, such as `info` or `slotway=debug` [default: info].
     #[arg(long, env = "SLOTWAY_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -178,6 +193,21 @@ impl Cli {
         if let Some(v) = &self.backend_password {
             c.backend_password = Some(v.clone());
         }
+        if self.backend_tls {
+            c.backend_tls.enabled = true;
+        }
+        if let Some(v) = &self.backend_tls_ca_file {
+            c.backend_tls.ca_file = Some(v.clone());
+        }
+        if let Some(v) = &self.backend_tls_cert_file {
+            c.backend_tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.backend_tls_key_file {
+            c.backend_tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = &self.backend_tls_server_name {
+            c.backend_tls.server_name = Some(v.clone());
+        }
         if let Some(v) = &self.log_level {
             c.log_level = v.clone();
         }
@@ -209,6 +239,9 @@ impl Cli {
             c.max_pipeline = v;
         }
         c.validate()?;
+        // The certificate files are read now, so that a bad one stops the start, fails
+        // --check-config and is refused by a reload, naming the field.
+        crate::transport::Connector::from_config(&c.backend_tls)?;
         Ok(c)
     }
 }

@@ -112,6 +112,8 @@ pub struct Config {
     pub backend_username: Option<String>,
     /// Password the proxy uses towards the cluster nodes.
     pub backend_password: Option<String>,
+    /// TLS towards the cluster nodes.
+    pub backend_tls: BackendTlsConfig,
     /// Built-in co-location rule sets (`celery`, `dramatiq`).
     pub presets: Vec<Preset>,
     /// Co-location rules of your own.
@@ -162,6 +164,22 @@ pub struct SlowlogConfig {
     pub log: bool,
 }
 
+/// TLS towards the cluster nodes (see `transport`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendTlsConfig {
+    /// Connect to the nodes with TLS (the slot map then uses their `tls-port`).
+    pub enabled: bool,
+    /// PEM file of the certificate authorities to trust (none: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) to present, for nodes that ask for one.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of that certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// The name to check every node's certificate against, instead of the node's host.
+    pub server_name: Option<String>,
+}
+
 /// Protocol limits for client requests (see `protocol::Limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,6 +211,9 @@ pub enum ConfigError {
         /// Why.
         source: serde_yaml::Error,
     },
+    /// The TLS settings cannot be used (a file is missing or holds no certificate...).
+    #[error("invalid config: {0}")]
+    Tls(#[from] crate::transport::TlsSetupError),
     /// A value is out of range.
     #[error("invalid config: {field}: {reason}")]
     Invalid {
@@ -224,6 +245,7 @@ impl Default for Config {
             password: None,
             backend_username: None,
             backend_password: None,
+            backend_tls: BackendTlsConfig::default(),
             deny_commands: Vec::new(),
             cross_slot_transactions: CrossSlotTransactions::Split,
             presets: Vec::new(),

@@ -36,6 +36,7 @@ pub mod shutdown;
 pub mod slowlog;
 pub mod topology;
 pub mod transaction;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +74,9 @@ pub async fn run_with_reload(
     reload: Option<reload::Source>,
 ) -> std::io::Result<()> {
     let metrics = metrics::Metrics::new();
-    let topology = topology::Topology::new(&config, metrics.clone());
+    let connector = transport::Connector::from_config(&config.backend_tls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let topology = topology::Topology::new(&config, connector, metrics.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("listen {}: {e}", config.listen)))?;

@@ -7,9 +7,10 @@
 //!
 //! | applied at once | to client connections opened after the reload | needs a restart |
 //! |---|---|---|
-//! | log level, timeouts, passwords, `max_clients`, `deny_commands`, slow log, seeds, backend settings (pools are replaced; requests in flight finish on the old connections) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `unix_socket`, `unix_socket_perm`, `metrics_listen`, `worker_threads`, `log_json`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
+//! | log level, timeouts, passwords, `max_clients`, `deny_commands`, slow log, seeds, backend settings and `backend_tls` (pools are replaced; requests in flight finish on the old connections; the TLS files are read again on every reload, so rotated certificates replace the pools too) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `unix_socket`, `unix_socket_perm`, `metrics_listen`, `worker_threads`, `log_json`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
 //!
-//! Clients already authenticated stay so when `password` changes, as with Redis.
+//! Clients already authenticated stay so when `password` changes, as with Redis. A reload whose
+//! TLS files cannot be read or used is refused as a whole.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -99,7 +100,10 @@ pub fn watch(shared: Arc<Shared>, source: Source) {
             tracing::info!("SIGHUP: reloading the configuration");
             match source() {
                 Ok(config) => {
-                    apply(&shared, config);
+                    if let Err(e) = apply(&shared, config) {
+                        shared.metrics.reloaded(false);
+                        tracing::error!(error = %e, "configuration reload failed; keeping the current configuration");
+                    }
                 }
                 Err(e) => {
                     shared.metrics.reloaded(false);
@@ -112,7 +116,14 @@ pub fn watch(shared: Arc<Shared>, source: Source) {
 
 /// Installs `new` (already validated): applies what can change now, keeps the current values
 /// of what needs a restart, logs both, and returns them.
-pub fn apply(shared: &Shared, mut new: Config) -> Report {
+///
+/// # Errors
+/// The TLS files cannot be read (again) or used: nothing is applied.
+pub fn apply(shared: &Shared, mut new: Config) -> Result<Report, String> {
+    // Read first, so that nothing is applied if they are unusable. The files are read again
+    // even if the settings are the same: rotated certificates replace the pools.
+    let connector =
+        crate::transport::Connector::from_config(&new.backend_tls).map_err(|e| e.to_string())?;
     let old = shared.config.get();
     let mut report = Report {
         need_restart: restart_needed(old, &new),
@@ -145,7 +156,13 @@ pub fn apply(shared: &Shared, mut new: Config) -> Report {
         }
     }
     shared.slowlog.configure(&new.slowlog);
-    let pools_replaced = shared.topology.reconfigure(&new);
+    let pools_replaced = shared.topology.reconfigure(&new, connector);
+    if pools_replaced && report.applied.is_empty() {
+        // Same settings, new contents: rotated certificates.
+        report
+            .applied
+            .push("backend_tls: certificate files changed".to_string());
+    }
     shared.config.store(new);
     shared.metrics.reloaded(true);
     if report.applied.is_empty() {
@@ -163,7 +180,7 @@ pub fn apply(shared: &Shared, mut new: Config) -> Report {
             "configuration changes that need a restart to take effect (not applied)"
         );
     }
-    report
+    Ok(report)
 }
 
 /// Compares the restart-only settings of `running` and `file`; returns `field: old → new` for

@@ -28,9 +28,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use protocol::{Frame, Limits, Version};
-use routing::{Slot, SlotMap};
+use routing::{Slot, SlotMap, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +38,7 @@ use crate::backend::{BackendConn, ConnSettings};
 use crate::config::Config;
 use crate::metrics::{Metrics, NodeMetrics, NodeState};
 use crate::motion::Motion;
+use crate::transport::Connector;
 
 /// Fast polling after a node failure lasts at most this long.
 const FAST_POLL_WINDOW: Duration = Duration::from_secs(60);
@@ -249,9 +249,9 @@ impl Routes {
 impl Topology {
     /// Creates the topology with an empty map. Call [`Topology::run`] to fill and refresh it.
     /// Node metrics are registered in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Arc<Topology> {
+    pub fn new(config: &Config, connector: Connector, metrics: Arc<Metrics>) -> Arc<Topology> {
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
-        let settings = Settings::new(config, &failures_tx);
+        let settings = Settings::new(config, connector, &failures_tx);
         Arc::new(Topology {
             routes: ArcSwap::from_pointee(Routes::empty()),
             pools: Mutex::new(HashMap::new()),
@@ -353,10 +353,10 @@ impl Topology {
     /// settings (timeouts, credentials, pool size) changed, every pool is replaced: new
     /// requests use new connections, and the old ones close once their requests are answered.
     /// Returns true if the pools were replaced.
-    pub fn reconfigure(&self, config: &Config) -> bool {
+    pub fn reconfigure(&self, config: &Config, connector: Connector) -> bool {
         let replace = {
             let mut current = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-            let new = Settings::new(config, &self.failures_tx);
+            let new = Settings::new(config, connector, &self.failures_tx);
             let replace = !new.same_connections(&current);
             *current = new;
             replace
@@ -593,13 +593,18 @@ impl Topology {
 // === impl Settings ===
 
 impl Settings {
-    fn new(config: &Config, failures: &mpsc::UnboundedSender<Arc<str>>) -> Settings {
+    fn new(
+        config: &Config,
+        connector: Connector,
+        failures: &mpsc::UnboundedSender<Arc<str>>,
+    ) -> Settings {
         let auth = config
             .backend_password
             .clone()
             .map(|p| (config.backend_username.clone(), p));
         let base = ConnSettings {
             addr: Arc::from(""),
+            connector,
             version: Version::Resp2,
             connect_timeout: config.connect_timeout(),
             read_timeout: config.read_timeout(),
@@ -622,13 +627,18 @@ impl Settings {
             && self.base.connect_timeout == other.base.connect_timeout
             && self.base.read_timeout == other.base.read_timeout
             && self.base.auth == other.base.auth
+            && self.base.connector == other.base.connector
     }
 }
 
 /// Connects to `addr`, authenticates if configured, and expects `PONG` to `PING`.
 async fn ping(addr: &str, base: &ConnSettings) -> Result<(), String> {
     let io = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut stream = base
+            .connector
+            .connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut expect = 1;
         if let Some(auth) = base.auth_request() {
@@ -637,6 +647,7 @@ async fn ping(addr: &str, base: &ConnSettings) -> Result<(), String> {
         }
         out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(256);
         let limits = Limits::default();
         while expect > 0 {
@@ -661,7 +672,11 @@ async fn ping(addr: &str, base: &ConnSettings) -> Result<(), String> {
 /// `CLUSTER SLOTS` where SHARDS is unknown (before Redis 7).
 async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, String> {
     let io = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut stream = base
+            .connector
+            .connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut expect = 0;
         if let Some(auth) = base.auth_request() {
@@ -671,6 +686,7 @@ async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, Stri
         out.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n");
         out.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         let mut frames = Vec::new();
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let limits = Limits {
@@ -703,6 +719,16 @@ async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, Stri
             Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
             f => SlotMap::from_cluster_slots(&f, addr).map_err(|e| e.to_string()),
         },
-        f => SlotMap::from_cluster_shards(&f, addr).map_err(|e| e.to_string()),
+        f => {
+            // A node that serves TLS clients gives its TLS port as `tls-port` (and its plain
+            // one, if any, as `port`); CLUSTER SLOTS and MOVED already name the port that
+            // matches the connection.
+            let transport = if base.connector.is_tls() {
+                Transport::Tls
+            } else {
+                Transport::Plain
+            };
+            SlotMap::from_cluster_shards(&f, addr, transport).map_err(|e| e.to_string())
+        }
     }
 }

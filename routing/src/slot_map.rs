@@ -143,8 +143,9 @@ impl SlotMap {
     ///
     /// Each shard is `{slots: [start, end, ...], nodes: [{id, port, tls-port?, ip, endpoint,
     /// hostname?, role, replication-offset, health}, ...]}`. The address is the endpoint (see the
-    /// module docs) with `port`, or `tls-port` if the node has no `port`. Shards that own no
-    /// slots are left out, as `CLUSTER SLOTS` leaves them out. `queried` is as for
+    /// module docs) with the port for `transport`: `port` for plain connections, `tls-port`
+    /// for TLS ones, or the other if the node has only one. Shards that own no slots are left
+    /// out, as `CLUSTER SLOTS` leaves them out. `queried` is as for
     /// [`SlotMap::from_cluster_slots`].
     ///
     /// # Errors
@@ -152,7 +153,11 @@ impl SlotMap {
     /// missing or of the wrong type, a slot list has an odd length or a bad range, a role is
     /// neither master nor replica, a shard that owns slots has no master or more than one, or a
     /// slot is claimed twice.
-    pub fn from_cluster_shards(reply: &Frame, queried: &str) -> Result<SlotMap, SlotMapError> {
+    pub fn from_cluster_shards(
+        reply: &Frame,
+        queried: &str,
+        transport: Transport,
+    ) -> Result<SlotMap, SlotMapError> {
         let queried_host = host_of(queried);
         let shards =
             array(reply).ok_or_else(|| malformed("CLUSTER SHARDS reply is not an array"))?;
@@ -172,7 +177,7 @@ impl SlotMap {
             let mut master: Option<(Option<String>, Option<String>)> = None;
             let mut replicas = Vec::new();
             for (n, node) in nodes.iter().enumerate() {
-                let node = shards_node(node, queried_host)
+                let node = shards_node(node, queried_host, transport)
                     .map_err(|e| malformed(format!("{} node {n}: {e}", at())))?;
                 if node.is_master {
                     if master.is_some() {
@@ -361,6 +366,15 @@ impl Builder {
     }
 }
 
+/// How the proxy connects to the nodes, which decides the port taken from `CLUSTER SHARDS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP: a node's `port`.
+    Plain,
+    /// TLS: a node's `tls-port`.
+    Tls,
+}
+
 /// One node of a `CLUSTER SHARDS` shard.
 struct ShardsNode {
     /// `None` if the cluster knows no address for it (see the module docs).
@@ -371,7 +385,11 @@ struct ShardsNode {
 }
 
 /// Parses a `CLUSTER SHARDS` node map.
-fn shards_node(node: &Frame, queried_host: &str) -> Result<ShardsNode, String> {
+fn shards_node(
+    node: &Frame,
+    queried_host: &str,
+    transport: Transport,
+) -> Result<ShardsNode, String> {
     let fields = Fields::new(node).ok_or("is not a map")?;
     let string = |key: &str| -> Result<Option<&str>, String> {
         match fields.get(key) {
@@ -382,7 +400,11 @@ fn shards_node(node: &Frame, queried_host: &str) -> Result<ShardsNode, String> {
         }
     };
     // Redis leaves out a port it does not know: a node with neither has no known address.
-    let port = match (fields.get("port"), fields.get("tls-port")) {
+    let (preferred, other) = match transport {
+        Transport::Plain => ("port", "tls-port"),
+        Transport::Tls => ("tls-port", "port"),
+    };
+    let port = match (fields.get(preferred), fields.get(other)) {
         (Some(p), _) | (None, Some(p)) => node_port(p).ok_or("port is not in 0..=65535")?,
         (None, None) => None,
     };

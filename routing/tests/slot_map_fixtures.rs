@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use protocol::{Frame, Limits};
-use routing::{Shard, Slot, SlotMap};
+use routing::{Shard, Slot, SlotMap, Transport};
 
 const QUERIED: &str = "127.0.0.1:30101";
 const ID_1: &str = "d986d677e2c63553794033096e045ac62f40ab72";
@@ -75,7 +75,9 @@ fn cluster_slots_resp3() {
 #[test]
 fn cluster_shards_resp2() {
     let reply = decode(include_bytes!("fixtures/cluster_shards.resp2"));
-    assert_initial_cluster(&SlotMap::from_cluster_shards(&reply, QUERIED).unwrap());
+    assert_initial_cluster(
+        &SlotMap::from_cluster_shards(&reply, QUERIED, Transport::Plain).unwrap(),
+    );
 }
 
 #[test]
@@ -85,7 +87,9 @@ fn cluster_shards_resp3() {
         panic!("{reply:?}")
     };
     assert!(matches!(shards[0], Frame::Map(_)), "RESP3 shards are maps");
-    assert_initial_cluster(&SlotMap::from_cluster_shards(&reply, QUERIED).unwrap());
+    assert_initial_cluster(
+        &SlotMap::from_cluster_shards(&reply, QUERIED, Transport::Plain).unwrap(),
+    );
 }
 
 #[test]
@@ -101,7 +105,7 @@ fn slots_and_shards_agree() {
         ),
     ] {
         let a = SlotMap::from_cluster_slots(&decode(slots), QUERIED).unwrap();
-        let b = SlotMap::from_cluster_shards(&decode(shards), QUERIED).unwrap();
+        let b = SlotMap::from_cluster_shards(&decode(shards), QUERIED, Transport::Plain).unwrap();
         assert_eq!(a, b);
     }
 }
@@ -111,7 +115,7 @@ fn replicas_that_are_not_online_are_left_out() {
     let reply = decode(include_bytes!(
         "fixtures/cluster_shards_replicas_loading.resp3"
     ));
-    let map = SlotMap::from_cluster_shards(&reply, QUERIED).unwrap();
+    let map = SlotMap::from_cluster_shards(&reply, QUERIED, Transport::Plain).unwrap();
     assert_eq!(
         map.shards(),
         [
@@ -172,11 +176,11 @@ fn hostnames_and_unknown_endpoints() {
     ] {
         let reply = decode(bytes);
         assert_hostname_cluster(
-            &SlotMap::from_cluster_shards(&reply, QUERIED).unwrap(),
+            &SlotMap::from_cluster_shards(&reply, QUERIED, Transport::Plain).unwrap(),
             "127.0.0.1",
         );
         assert_hostname_cluster(
-            &SlotMap::from_cluster_shards(&reply, "10.9.9.9:30101").unwrap(),
+            &SlotMap::from_cluster_shards(&reply, "10.9.9.9:30101", Transport::Plain).unwrap(),
             "127.0.0.1",
         );
     }
@@ -228,7 +232,7 @@ fn a_replica_without_an_address_is_left_out() {
         &include_bytes!("fixtures/cluster_shards_noaddr.resp2")[..],
         &include_bytes!("fixtures/cluster_shards_noaddr.resp3")[..],
     ] {
-        let map = SlotMap::from_cluster_shards(&decode(shards), queried).unwrap();
+        let map = SlotMap::from_cluster_shards(&decode(shards), queried, Transport::Plain).unwrap();
         assert_eq!(map.shards(), expected);
         assert!(map.is_complete());
         assert_eq!(owner(&map, 3828), Some("127.0.0.1:33001"));

@@ -8,7 +8,9 @@ wait for its replica to take over, restart a node, move slots with
 ``redis-cli --cluster reshard`` (optionally in the background while a test
 generates load) and wait until every node agrees on the topology again.
 
-Addresses are always ``"127.0.0.1:PORT"`` strings.
+Addresses are always ``"127.0.0.1:PORT"`` strings.  A cluster started with ``tls``
+(:mod:`support.tls` files) also serves TLS on each node's ``tls_port``, with TLS on the
+cluster bus and for replication; the harness itself keeps using the plain ports.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from . import process
 from .endpoint import Endpoint
 from .ports import allocate_port
+from .tls import TlsFiles
 
 HOST = "127.0.0.1"
 NUM_SLOTS = 16384
@@ -60,13 +63,18 @@ class RedisServer(Endpoint):
     so :meth:`start` after a kill brings the node back with its ``nodes.conf``.
     """
 
-    def __init__(self, basedir: Path, cluster: bool, extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, basedir: Path, cluster: bool, extra_args: Iterable[str] = (),
+                 tls: TlsFiles | None = None) -> None:
         super().__init__()
         self.basedir = basedir
         self.cluster = cluster
         self.extra_args = list(extra_args)
+        self.tls = tls
         self.port = allocate_port()
         self.cluster_port = allocate_port() if cluster else None
+        # With ``tls``: clients may also connect with TLS here, and the cluster bus and
+        # replication use TLS (``tls-cluster yes``, as ElastiCache with encryption in transit).
+        self.tls_port = allocate_port() if tls else None
         self.proc: subprocess.Popen | None = None
         self._admin: redis.Redis | None = None
         self._started_once = False
@@ -111,7 +119,18 @@ class RedisServer(Endpoint):
                 # A replica may take over however long it was disconnected.
                 "--cluster-replica-validity-factor", "0",
             ]
+        if self.tls:
+            args += ["--tls-port", str(self.tls_port), *self.tls.server_args(),
+                     "--tls-replication", "yes"]
+            if self.cluster:
+                args += ["--tls-cluster", "yes"]
         return args + self.extra_args
+
+    @property
+    def tls_addr(self) -> str:
+        """``host:tls_port`` (only with ``tls``)."""
+        assert self.tls_port is not None, "not a TLS server"
+        return addr_of(self.host, self.tls_port)
 
     @property
     def running(self) -> bool:
@@ -141,6 +160,8 @@ class RedisServer(Endpoint):
                     self.port = allocate_port()
                     if self.cluster:
                         self.cluster_port = allocate_port()
+                    if self.tls:
+                        self.tls_port = allocate_port()
                     continue
                 raise RuntimeError(
                     f"redis-server on {self.addr} failed to start: {exc}\n"
@@ -310,8 +331,10 @@ class Cluster:
     Call :meth:`start` then use the helpers; :meth:`stop` kills everything.
     """
 
-    def __init__(self, basedir: Path, masters: int = 3, replicas_per_master: int = 1) -> None:
+    def __init__(self, basedir: Path, masters: int = 3, replicas_per_master: int = 1,
+                 tls: TlsFiles | None = None) -> None:
         self.basedir = basedir
+        self.tls = tls
         self.num_masters = masters
         self.replicas_per_master = replicas_per_master
         self.nodes: list[RedisServer] = []
@@ -327,7 +350,7 @@ class Cluster:
         redis_server_path()  # fail fast with the install hint
         redis_cli_path()
         total = self.num_masters * (1 + self.replicas_per_master)
-        self.nodes = [RedisServer(self.basedir, cluster=True) for _ in range(total)]
+        self.nodes = [RedisServer(self.basedir, cluster=True, tls=self.tls) for _ in range(total)]
         for node in self.nodes:
             node.start()
         create = [
@@ -397,9 +420,15 @@ class Cluster:
         result = []
         for node in self.live_nodes():
             info = node.info("replication")
-            if info.get("role") == "slave" and addr_of(info["master_host"], info["master_port"]) == master_addr:
+            if info.get("role") == "slave" and self.master_of_replica(info) == master_addr:
                 result.append(node.addr)
         return result
+
+    def master_of_replica(self, replication: dict) -> str:
+        """The (plain) address of the master a replica's INFO replication names."""
+        master = addr_of(replication["master_host"], replication["master_port"])
+        # Under ``tls-replication yes`` a replica follows its master's TLS port.
+        return next((n.addr for n in self.nodes if n.tls_port and n.tls_addr == master), master)
 
     def node_id(self, addr: str) -> str:
         """Cluster node id of the node at ``addr``."""
@@ -582,7 +611,8 @@ class Cluster:
         src, dst = self.node(source).admin, self.node(to_addr).admin
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
-        host, port = to_addr.rsplit(":", 1)
+        # MIGRATE connects the way the cluster bus does: with TLS under ``tls-cluster yes``.
+        host, port = (self.node(to_addr).tls_addr if self.tls else to_addr).rsplit(":", 1)
         while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             src.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys)
         for addr in [to_addr, source] + [m for m in self.masters() if m not in (to_addr, source)]:
@@ -633,7 +663,7 @@ class Cluster:
             if repl.get("role") == "slave":
                 if repl.get("master_link_status") != "up" or repl.get("master_sync_in_progress"):
                     return f"replica {node.addr}: master link {repl.get('master_link_status')}"
-                master = addr_of(repl["master_host"], repl["master_port"])
+                master = self.master_of_replica(repl)
                 replicas_by_master.setdefault(master, set()).add(node.addr)
         for rng in first_map:
             if rng.master not in live_addrs:

@@ -80,7 +80,11 @@ fn new_shared(idle_ms: u64) -> Arc<Shared> {
         ..crate::Config::default()
     };
     let metrics = Metrics::new();
-    let topology = crate::topology::Topology::new(&config, metrics.clone());
+    let topology = crate::topology::Topology::new(
+        &config,
+        crate::transport::Connector::plain(),
+        metrics.clone(),
+    );
     Shared::new(config, topology, metrics)
 }
 

@@ -84,7 +84,7 @@ fn empty_map() {
         Ok(SlotMap::empty())
     );
     assert_eq!(
-        SlotMap::from_cluster_shards(&arr(vec![]), "h:1"),
+        SlotMap::from_cluster_shards(&arr(vec![]), "h:1", Transport::Plain),
         Ok(SlotMap::empty())
     );
 }
@@ -171,7 +171,8 @@ fn unknown_endpoints_use_the_queried_host() {
             &[0, 16383],
             vec![shards_node(resp3, &fields)],
         )]);
-        let map = SlotMap::from_cluster_shards(&reply, "redis.local:7000").unwrap();
+        let map =
+            SlotMap::from_cluster_shards(&reply, "redis.local:7000", Transport::Plain).unwrap();
         assert_eq!(map.shards()[0].master, "redis.local:7001");
         // `?` falls back to the node's ip.
         fields[3].1 = bulk("?");
@@ -180,7 +181,8 @@ fn unknown_endpoints_use_the_queried_host() {
             &[0, 16383],
             vec![shards_node(resp3, &fields)],
         )]);
-        let map = SlotMap::from_cluster_shards(&reply, "redis.local:7000").unwrap();
+        let map =
+            SlotMap::from_cluster_shards(&reply, "redis.local:7000", Transport::Plain).unwrap();
         assert_eq!(map.shards()[0].master, "10.0.0.1:7001");
     }
 }
@@ -220,7 +222,7 @@ fn cluster_shards_both_shapes() {
                 )],
             ),
         ]);
-        let map = SlotMap::from_cluster_shards(&reply, "q:1").unwrap();
+        let map = SlotMap::from_cluster_shards(&reply, "q:1", Transport::Plain).unwrap();
         assert!(map.is_complete());
         assert_eq!(
             map.shards(),
@@ -258,8 +260,46 @@ fn tls_port_when_there_is_no_port() {
         &[0, 16383],
         vec![shards_node(true, &fields)],
     )]);
-    let map = SlotMap::from_cluster_shards(&reply, "q:1").unwrap();
+    let map = SlotMap::from_cluster_shards(&reply, "q:1", Transport::Plain).unwrap();
     assert_eq!(map.shards()[0].master, "10.0.0.1:6390");
+}
+
+#[test]
+fn the_port_for_the_transport() {
+    // A node serving plain and TLS clients (tls-port with tls-cluster yes) lists both.
+    let fields = vec![
+        ("id", bulk("x")),
+        ("port", int(6379)),
+        ("tls-port", int(6390)),
+        ("ip", bulk("10.0.0.1")),
+        ("endpoint", bulk("10.0.0.1")),
+        ("role", bulk("master")),
+        ("health", bulk("online")),
+    ];
+    for resp3 in [false, true] {
+        let reply = arr(vec![shard(
+            resp3,
+            &[0, 16383],
+            vec![shards_node(resp3, &fields)],
+        )]);
+        let plain = SlotMap::from_cluster_shards(&reply, "q:1", Transport::Plain).unwrap();
+        assert_eq!(plain.shards()[0].master, "10.0.0.1:6379");
+        let tls = SlotMap::from_cluster_shards(&reply, "q:1", Transport::Tls).unwrap();
+        assert_eq!(tls.shards()[0].master, "10.0.0.1:6390");
+    }
+    // A node with only a plain port is still reachable by it.
+    let plain_only: Vec<_> = fields
+        .iter()
+        .filter(|(k, _)| *k != "tls-port")
+        .cloned()
+        .collect();
+    let reply = arr(vec![shard(
+        true,
+        &[0, 16383],
+        vec![shards_node(true, &plain_only)],
+    )]);
+    let map = SlotMap::from_cluster_shards(&reply, "q:1", Transport::Tls).unwrap();
+    assert_eq!(map.shards()[0].master, "10.0.0.1:6379");
 }
 
 #[test]
@@ -503,7 +543,11 @@ fn malformed_cluster_shards() {
         ),
     ];
     for (reply, want) in cases {
-        let text = malformed_text(SlotMap::from_cluster_shards(&reply, "q:1"));
+        let text = malformed_text(SlotMap::from_cluster_shards(
+            &reply,
+            "q:1",
+            Transport::Plain,
+        ));
         assert!(
             text.contains(want),
             "{reply:?}: {text:?} should mention {want:?}"
@@ -530,7 +574,7 @@ proptest::proptest! {
     #[test]
     fn never_panics(frame in arb_frame()) {
         let _ = SlotMap::from_cluster_slots(&frame, "q:1");
-        let _ = SlotMap::from_cluster_shards(&frame, "q:1");
+        let _ = SlotMap::from_cluster_shards(&frame, "q:1", Transport::Plain);
     }
 }
 
@@ -590,7 +634,7 @@ fn nodes_without_an_address_are_left_out() {
             ),
             shard(resp3, &[6, 9], vec![no_port("master")]),
         ]);
-        let map = SlotMap::from_cluster_shards(&reply, "10.0.0.1:7000").unwrap();
+        let map = SlotMap::from_cluster_shards(&reply, "10.0.0.1:7000", Transport::Plain).unwrap();
         assert_eq!(map.shards().len(), 1);
         assert!(map.shards()[0].replicas.is_empty());
         assert_eq!(map.shard_for(slot(6)), None);
