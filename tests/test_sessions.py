@@ -745,18 +745,102 @@ def test_pubsub_messages_reach_subscribers_through_any_path(proxy, cluster, prot
     sub.close()
 
 
-@pytest.mark.parametrize("command", [
-    b"SUBSCRIBE __keyspace@0__:k",
-    b"PSUBSCRIBE __keyevent@0__:expired",
-    b"PSUBSCRIBE news.* __key*__:*",
+@pytest.fixture
+def notifications(proxy, cluster):
+    """Keyspace notifications on (CONFIG SET through the proxy reaches every node), then off."""
+    c = proxy.client()
+    assert c.config_set("notify-keyspace-events", "KEA")
+    assert all(cluster.node_client(a).config_get("notify-keyspace-events")["notify-keyspace-events"]
+               for a in cluster.masters())
+    yield c
+    c.config_set("notify-keyspace-events", "")
+
+
+def next_message(sub, timeout: float = 5.0):
+    """The next message or pmessage (skipping confirmations), or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = sub.get_message(timeout=0.2)
+        if m and m["type"] in ("message", "pmessage"):
+            return m
+    return None
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_keyspace_notifications_come_from_every_master(proxy, cluster, notifications, protocol):
+    """Each node publishes the notifications of its own keys to its own subscribers; the proxy
+    subscribes on every master, so a subscriber sees all of them, each once, from the moment
+    its confirmation arrives until its unsubscribe confirmation."""
+    c = notifications
+    keys = spread_keys(cluster, f"ksn{protocol}", per_master=2)
+    sub = proxy.client(protocol=protocol).pubsub()
+    sub.psubscribe("__keyevent@0__:set")
+    assert sub.get_message(timeout=5)["type"] == "psubscribe"
+    for key in keys:  # at once: the confirmation came after every master had subscribed
+        c.set(key, "v")
+    got = [next_message(sub) for _ in keys]
+    assert sorted(m["data"] for m in got) == sorted(keys)
+    assert {m["channel"] for m in got} == {"__keyevent@0__:set"}
+    assert next_message(sub, 0.5) is None  # no duplicates
+
+    # A keyspace channel for one key, on a master that is not the subscriber connection's.
+    far = next(k for k in keys if cluster.node_for_key(k) != cluster.masters()[0])
+    sub.subscribe(f"__keyspace@0__:{far}")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    c.expire(far, 100)
+    m = next_message(sub)
+    assert (m["type"], m["channel"], m["data"]) == ("message", f"__keyspace@0__:{far}", "expire")
+
+    # After the unsubscribe confirmations nothing more arrives.
+    sub.punsubscribe()
+    sub.unsubscribe()
+    for _ in range(2):
+        assert sub.get_message(timeout=5)["type"] in ("punsubscribe", "unsubscribe")
+    for key in keys:
+        c.set(key, "w")
+    assert next_message(sub, 0.5) is None
+    sub.close()
+    c.delete(*keys)
+
+
+def test_a_catch_all_pattern_gets_notifications_of_every_master_and_messages_once(
+        proxy, cluster, notifications):
+    c = notifications
+    keys = spread_keys(cluster, "kscatch", per_master=1)
+    sub = proxy.client().pubsub()
+    sub.psubscribe("*")
+    assert sub.get_message(timeout=5)["type"] == "psubscribe"
+    assert c.publish("plain", "hello") == 1  # one subscriber, as on one node
+    for key in keys:
+        c.sadd(key, "m")
+    seen = []
+    while (m := next_message(sub, 1.0)) is not None:
+        seen.append((m["channel"], m["data"]))
+    assert seen.count(("plain", "hello")) == 1
+    for key in keys:
+        assert (f"__keyspace@0__:{key}", "sadd") in seen
+        assert ("__keyevent@0__:sadd", key) in seen
+    sub.close()
+    c.delete(*keys)
+
+
+@pytest.mark.parametrize("subscribe", [
+    b"SUBSCRIBE __keyspace@0__:a", b"SUBSCRIBE a", b"PSUBSCRIBE *", b"SSUBSCRIBE a",
 ])
-def test_keyspace_notification_subscriptions_are_refused_whole(proxy, cluster, command):
-    """Each node sends the notifications of its own keys only, to its own subscribers: one
-    subscription through the proxy would see some of them. Refused, and nothing subscribed."""
-    reply = proxy.raw(command + b"\r\nPING\r\n", expect=b"+PONG\r\n")
-    assert reply.startswith(b"-ERR Slotway cannot subscribe to keyspace notifications")
-    assert reply.endswith(b"\r\n+PONG\r\n")  # not in subscribed mode: a plain PONG
-    # Plain channels still work.
+def test_subscription_then_reset_in_one_pipeline_answers_as_one_node(
+        proxy, standalone, notifications, subscribe):
+    """RESET ends the subscriptions made before it, even those still being confirmed (it used to
+    end them when read, and the SUBSCRIBE then went out after it, on a new connection)."""
+    payload = subscribe + b"\r\nRESET\r\nPING\r\nPSUBSCRIBE __key*\r\nPUNSUBSCRIBE\r\nPING\r\n"
+    raw_compare(proxy, standalone, payload, timeout=0.5)
+
+
+def test_keyspace_notifications_are_refused_while_names_are_rewritten(proxy_factory, cluster):
+    """Notifications name keys as stored; with co-location rules those are not the client's."""
+    proxy = proxy_factory("--preset", "celery")
+    reply = proxy.raw(b"SUBSCRIBE news __keyspace@0__:k\r\nPING\r\n", expect=b"+PONG\r\n")
+    assert reply.startswith(b"-ERR Slotway cannot subscribe to keyspace notifications ('__keyspace@0__:k')")
+    assert reply.endswith(b"\r\n+PONG\r\n")  # nothing subscribed: a plain PONG
     assert proxy.raw(b"SUBSCRIBE news\r\n", expect=b":1\r\n").endswith(b":1\r\n")
 
 

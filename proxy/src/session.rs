@@ -45,6 +45,7 @@ use buffers::Buffers;
 
 mod buffers;
 mod lmove;
+mod notify;
 mod pop;
 mod rename;
 mod shard;
@@ -92,6 +93,9 @@ enum Entry {
     Subscribe(Request, usize),
     /// A pub/sub command sent, waiting for this many more confirmations.
     Confirming(usize),
+    /// A pub/sub command run first on the keyspace notification mirrors (`session/notify.rs`),
+    /// waiting for them before it is sent like a `Subscribe`.
+    Mirroring(Request, usize),
     /// SSUBSCRIBE or SUNSUBSCRIBE (`session/shard.rs`): sent on the shard connections when it
     /// reaches the head of the queue, answered when the nodes have.
     Shard(Box<shard::Op>),
@@ -161,6 +165,13 @@ struct PubSub {
     patterns: std::collections::HashSet<Bytes>,
     /// Shard channels and the connections they are subscribed on.
     shard: shard::Shard,
+    /// The node of `conn`.
+    conn_node: Option<Arc<str>>,
+    /// Subscriber connections to the other masters, for keyspace notifications
+    /// (`session/notify.rs`); opened on first use.
+    mirrors: Option<Vec<BackendConn>>,
+    /// Mirrors that have not yet run the command waiting at the head ([`Entry::Mirroring`]).
+    mirror_wait: usize,
 }
 
 /// What a client that uses transactions, blocking commands or CLIENT REPLY holds.
@@ -635,6 +646,9 @@ impl Session {
     /// Answers a command the proxy answers itself.
     fn answer_local(&mut self, name: &'static str, req: &Request) {
         let version = self.client.version;
+        if name == "reset" {
+            self.drop_subscriptions();
+        }
         match local::answer(name, req, &mut self.client, &self.shared) {
             Ok((frame, after)) => {
                 self.push_done(encode(&frame, self.client.version));
@@ -1075,6 +1089,7 @@ impl Session {
         if seq == SUBSCRIBER_SEQ {
             return match part {
                 0 => self.on_subscriber_frame(reply),
+                p if notify::is_mirror_part(p) => self.on_mirror_frame(reply),
                 _ => self.on_shard_delivery(part, reply),
             };
         }
@@ -1318,6 +1333,7 @@ impl Session {
             Entry::Done(_)
             | Entry::Subscribe(..)
             | Entry::Confirming(_)
+            | Entry::Mirroring(..)
             | Entry::Later(_)
             | Entry::Shard(_) => {}
         }
@@ -1572,8 +1588,15 @@ impl Session {
                 Some(Entry::Later(_)) => return self.start_later(),
                 Some(Entry::Subscribe(..)) => {
                     if let Some(Entry::Subscribe(req, n)) = self.queue.pop_front() {
-                        self.queue.push_front(Entry::Confirming(n));
-                        self.send_subscriber(req);
+                        match self.notification_part(&req) {
+                            Some(part) if self.send_mirrors(&part) => {
+                                self.queue.push_front(Entry::Mirroring(req, n));
+                            }
+                            _ => {
+                                self.queue.push_front(Entry::Confirming(n));
+                                self.send_subscriber(req);
+                            }
+                        }
                     }
                     return;
                 }
@@ -1645,12 +1668,15 @@ impl Session {
             self.fail_new(ProxyError::WrongArity(name));
             return true;
         }
-        // Each node publishes the keyspace notifications of its own keys, to its own
-        // subscribers only; a subscription on one node would see a part of them, silently.
-        if matches!(name, "subscribe" | "psubscribe") {
-            if let Some(channel) = req.args().skip(1).find(|c| c.starts_with(b"__key")) {
+        // Keyspace notifications name keys as stored (`session/notify.rs`).
+        if name == "subscribe" && self.names_rewritten() {
+            if let Some(channel) = req
+                .args()
+                .skip(1)
+                .find(|c| notify::is_notification_channel(c))
+            {
                 self.fail_new(ProxyError::Other(format!(
-                    "ERR Slotway cannot subscribe to keyspace notifications ('{}'): each cluster node sends only those of its own keys; subscribe on every master directly",
+                    "ERR Slotway cannot subscribe to keyspace notifications ('{}') while it rewrites key names (colocate rules, presets or namespaced databases): they carry the stored names",
                     String::from_utf8_lossy(channel)
                 )));
                 return true;
@@ -1677,12 +1703,9 @@ impl Session {
                     }
                     return true;
                 }
-                "quit" | "reset" => {
-                    if name == "reset" {
-                        self.drop_subscriptions();
-                    }
-                    return false;
-                }
+                // RESET ends the subscriptions when it runs (`answer_local`), after the pub/sub
+                // commands before it have been confirmed.
+                "quit" | "reset" => return false,
                 _ if subscribed_resp2 => {
                     self.fail_new(ProxyError::Other(format!(
                         "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
@@ -1829,11 +1852,29 @@ impl Session {
                 return;
             };
             let conn = pool.subscriber(self.client.version, self.replies.clone(), 0);
-            self.pubsub.get_or_insert_with(Default::default).conn = Some(conn);
+            let ps = self.pubsub.get_or_insert_with(Default::default);
+            ps.conn = Some(conn);
+            ps.conn_node = Some(pool.addr().clone());
         }
         if let Some(conn) = self.pubsub.as_ref().and_then(|p| p.conn.as_ref()) {
             conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
         }
+    }
+
+    /// True if key names are stored under other names (co-location rules, namespaced databases).
+    fn names_rewritten(&self) -> bool {
+        self.shared.names.has_rules() || self.shared.config.databases == Databases::Namespaced
+    }
+
+    /// What of the pub/sub command `req` the keyspace notification mirrors must run, if
+    /// anything (`session/notify.rs`).
+    fn notification_part(&self, req: &Request) -> Option<Request> {
+        if self.names_rewritten() {
+            return None;
+        }
+        let name = routing::lookup(req.name(), None)?.name;
+        let open = self.pubsub.as_ref().is_some_and(|p| p.mirrors.is_some());
+        notify::mirrored(name, req, open)
     }
 
     /// A frame from the subscriber connection: forwarded as is (messages are out of band in

@@ -6,15 +6,26 @@
 
 /// True if `string` matches the glob `pattern`, as Redis matches it (case-sensitive).
 pub fn matches(pattern: &[u8], string: &[u8]) -> bool {
-    match_from(pattern, string, 0)
+    match_from(pattern, string, 0, false)
 }
 
-fn match_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
+/// True if `pattern` matches some string that starts with `prefix` (the prefix is consumed
+/// and what is left of the pattern can match something after it). Used to tell whether a
+/// PSUBSCRIBE pattern can receive keyspace notifications (`__keyspace@...`).
+pub fn may_match_with_prefix(pattern: &[u8], prefix: &[u8]) -> bool {
+    match_from(pattern, prefix, 0, true)
+}
+
+/// `open_end`: the string may go on after `s`, so running out of it is a match.
+fn match_from(mut p: &[u8], mut s: &[u8], depth: usize, open_end: bool) -> bool {
     // Redis bounds recursion the same way (it gives up past 1000 nested stars).
     if depth > 1000 {
         return false;
     }
     while let Some(&c) = p.first() {
+        if open_end && s.is_empty() {
+            return true;
+        }
         match c {
             b'*' => {
                 while p.get(1) == Some(&b'*') {
@@ -24,7 +35,7 @@ fn match_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
                     return true;
                 }
                 for i in 0..=s.len() {
-                    if match_from(&p[1..], &s[i..], depth + 1) {
+                    if match_from(&p[1..], &s[i..], depth + 1, open_end) {
                         return true;
                     }
                 }
@@ -102,6 +113,9 @@ fn match_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
         }
         p = &p[1..];
         if s.is_empty() {
+            if open_end {
+                return true;
+            }
             while p.first() == Some(&b'*') {
                 p = &p[1..];
             }
@@ -113,7 +127,37 @@ fn match_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, may_match_with_prefix};
+
+    #[test]
+    fn patterns_that_can_match_a_prefix() {
+        let prefix = b"__keyspace@";
+        for p in [
+            "*",
+            "__key*",
+            "__keyspace@0__:*",
+            "__keyspace@*__:user:*",
+            "_?keys*",
+            "[_]_key*",
+            "*space@*",
+            "__keyspace@",
+        ] {
+            assert!(may_match_with_prefix(p.as_bytes(), prefix), "{p}");
+        }
+        // Too short, or a byte that differs.
+        for p in [
+            "",
+            "__keyevent@*",
+            "news.*",
+            "__keyspace",
+            "a*",
+            "__keyspace[^@]*",
+        ] {
+            assert!(!may_match_with_prefix(p.as_bytes(), prefix), "{p}");
+        }
+        // The plain matcher is unchanged: the whole string must match.
+        assert!(!matches(b"__keyspace@0__:*", prefix));
+    }
 
     #[test]
     fn redis_examples() {

@@ -183,7 +183,9 @@ impl Shard {
         let i = match pos {
             Some(i) => i,
             None => {
-                let id = CONN_IDS.fetch_add(1, Ordering::Relaxed) % (u32::MAX - 1) + 1;
+                // Below the keyspace notification mirrors' parts (`notify.rs`).
+                let id =
+                    CONN_IDS.fetch_add(1, Ordering::Relaxed) % (super::notify::MIRROR_PART - 1) + 1;
                 let conn = pool.subscriber(io.version, io.replies.clone(), id);
                 self.conns.push(ShardConn {
                     id,
