@@ -25,6 +25,7 @@ from support import process
 from support.cluster import Cluster
 from support.proxy import ProxyLauncher
 from support.tls import TlsFiles, make_certs
+from test_core import spread_keys
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +68,6 @@ def proxy_masters(client) -> dict[str, str]:
     }
 
 
-def keys_on_every_master(cluster: Cluster, prefix: str, per_master: int = 3) -> list[str]:
-    found: dict[str, list[str]] = {m: [] for m in cluster.masters()}
-    i = 0
-    while any(len(v) < per_master for v in found.values()):
-        key = f"{prefix}:{i}"
-        owner = cluster.node_for_key(key)
-        if len(found[owner]) < per_master:
-            found[owner].append(key)
-        i += 1
-    return [k for keys in found.values() for k in keys]
-
-
 def test_commands_reach_every_master_over_tls(tls_cluster, certs, launch):
     proxy = launch(*certs.proxy_args(), seeds=[tls_seed(tls_cluster)])
     client = proxy.client(decode_responses=False)
@@ -86,7 +75,7 @@ def test_commands_reach_every_master_over_tls(tls_cluster, certs, launch):
     routed = set(proxy_masters(client).values())
     assert routed == {tls_addr_of(tls_cluster, m) for m in tls_cluster.masters()}
 
-    keys = keys_on_every_master(tls_cluster, "tls:k")
+    keys = spread_keys(tls_cluster, "tls:k")
     for i, key in enumerate(keys):
         assert client.set(key, f"v{i}") is True
     assert client.mget(keys) == [f"v{i}".encode() for i in range(len(keys))]
@@ -116,7 +105,7 @@ def test_blocking_pubsub_and_transactions_over_tls(tls_cluster, certs, launch):
     proxy = launch(*certs.proxy_args(), seeds=[tls_seed(tls_cluster)])
     client = proxy.client()
     other = proxy.client()
-    queues = keys_on_every_master(tls_cluster, "tls:q", per_master=1)
+    queues = spread_keys(tls_cluster, "tls:q", per_master=1)
     client.delete(*queues)
 
     # A cross-slot BLPOP blocks on the client's own connections to each node.
