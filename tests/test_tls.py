@@ -1,4 +1,6 @@
-"""TLS towards the nodes (``backend_tls``), against a real 3+3 cluster serving TLS.
+"""TLS towards the nodes (``backend_tls``), against a real 3+3 cluster serving TLS; and TLS
+towards clients (``tls.listen``), with real clients (redis-py, redis-cli) in front of the plain
+test cluster.
 
 The cluster's nodes have a plain port (used by the test harness to check data and move
 slots) and a TLS port, with ``tls-cluster yes`` and ``tls-replication yes``, as
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -22,7 +27,8 @@ import pytest
 import redis
 
 from support import process
-from support.cluster import Cluster
+from support.cluster import Cluster, redis_cli_path
+from support.ports import allocate_port
 from support.proxy import ProxyLauncher
 from support.tls import TlsFiles, make_certs
 from test_core import spread_keys
@@ -243,3 +249,163 @@ def test_sighup_reads_rotated_certificates(tls_cluster, certs, launch, tmp_path)
     assert client.incr("tls:rotate") == 2
     assert proxy.client().get("tls:rotate") == "2"
     client.delete("tls:rotate")
+
+
+# -- TLS towards clients -----------------------------------------------------------------------
+
+
+def tls_listen_args(certs: TlsFiles, port: int, *, client_ca: bool = False) -> list[str]:
+    args = ["--tls-listen", f"127.0.0.1:{port}", "--tls-cert-file", str(certs.cert),
+            "--tls-key-file", str(certs.key)]
+    if client_ca:
+        args += ["--tls-ca-file", str(certs.ca)]
+    return args
+
+
+def tls_client(certs: TlsFiles, port: int, with_cert: bool = False, **kwargs) -> redis.Redis:
+    extra = {"ssl_certfile": str(certs.cert), "ssl_keyfile": str(certs.key)} if with_cert else {}
+    return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(certs.ca),
+                       socket_timeout=10, decode_responses=True, **extra, **kwargs)
+
+
+def peer_certificate_serial(port: int, ca: str) -> str:
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.getpeercert()["serialNumber"]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_tls_clients_are_served_like_plain_ones(proxy_factory, cluster, certs, protocol):
+    port = allocate_port()
+    proxy = proxy_factory(*tls_listen_args(certs, port))
+    c = tls_client(certs, port, protocol=protocol)
+    keys = spread_keys(cluster, f"tlsc{protocol}")
+    c.mset({k: k.upper() for k in keys})
+    assert c.mget(keys) == [k.upper() for k in keys]
+    # The same data through the plain listener and on the nodes.
+    assert proxy.client().mget(keys) == [k.upper() for k in keys]
+    assert cluster.node_client(cluster.node_for_key(keys[-1])).get(keys[-1]) == keys[-1].upper()
+    big = "x\r\n\0" * (256 * 1024)
+    c.set("tlsc:big", big)
+    assert c.get("tlsc:big") == big
+    pipe = c.pipeline(transaction=False)
+    for i in range(10_000):
+        pipe.incr("tlsc:n")
+    assert pipe.execute() == list(range(1, 10_001))
+    # A blocking pop and pub/sub over TLS.
+    got = {}
+    waiter = threading.Thread(target=lambda: got.setdefault("r", c.blpop(["tlsc:q1", "tlsc:q2"], 10)))
+    waiter.start()
+    time.sleep(0.3)
+    proxy.client().rpush("tlsc:q2", "job")
+    waiter.join(10)
+    assert tuple(got["r"]) == ("tlsc:q2", "job")
+    sub = tls_client(certs, port, protocol=protocol).pubsub()
+    sub.subscribe("tlsc:chan")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    assert proxy.client().publish("tlsc:chan", "hi") == 1
+    m = sub.get_message(timeout=5)
+    assert m is not None and m["data"] == "hi"
+    sub.close()
+    # CLIENT LIST names the TLS client's own address and the TLS listener.
+    me = c.client_info()
+    assert me["laddr"] == f"127.0.0.1:{port}"
+    assert me["addr"].startswith("127.0.0.1:") and not me["addr"].endswith(":0")
+    c.delete(*keys, "tlsc:big", "tlsc:n")
+
+
+def test_redis_cli_over_tls_and_plain_bytes_on_the_tls_port(proxy_factory, certs):
+    port = allocate_port()
+    proxy = proxy_factory(*tls_listen_args(certs, port))
+    cli = [redis_cli_path(), "-h", "127.0.0.1", "-p", str(port), "--tls", "--cacert", str(certs.ca)]
+    out = subprocess.run([*cli, "SET", "tlsc:cli", "v"], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "OK", out.stderr
+    out = subprocess.run([*cli, "GET", "tlsc:cli"], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "v"
+    # Plain RESP on the TLS port is not a handshake: that connection closes, nothing else.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"PING\r\n")
+        s.settimeout(5)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        assert b"PONG" not in data
+    assert "TLS handshake failed" in proxy.log()
+    assert proxy.client().get("tlsc:cli") == "v"
+    proxy.client().delete("tlsc:cli")
+
+
+def test_tls_ca_file_requires_a_client_certificate(proxy_factory, certs, tmp_path):
+    port = allocate_port()
+    proxy_factory(*tls_listen_args(certs, port, client_ca=True))
+    assert tls_client(certs, port, with_cert=True).ping() is True
+    with pytest.raises(redis.ConnectionError):
+        tls_client(certs, port).ping()
+    # A certificate from another CA is refused too.
+    other = make_certs(tmp_path / "other")
+    stranger = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(certs.ca),
+                           ssl_certfile=str(other.cert), ssl_keyfile=str(other.key), socket_timeout=5)
+    with pytest.raises(redis.ConnectionError):
+        stranger.ping()
+
+
+def test_sighup_reads_the_tls_listeners_certificate_again(proxy_factory, certs, tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    for f in (certs.cert, certs.key):
+        shutil.copy(f, live / f.name)
+    port = allocate_port()
+    config = tmp_path / "slotway.yaml"
+    config.write_text(
+        "tls:\n"
+        f"  listen: 127.0.0.1:{port}\n"
+        f"  cert_file: {live / certs.cert.name}\n"
+        f"  key_file: {live / certs.key.name}\n"
+    )
+    proxy = proxy_factory("--config", str(config))
+    before = peer_certificate_serial(port, str(certs.ca))
+    connected = tls_client(certs, port)
+    connected.set("tlsc:rot", "1")
+
+    fresh = make_certs(tmp_path / "fresh", name="rotated", ca=certs)
+    shutil.copy(fresh.cert, live / certs.cert.name)
+    shutil.copy(fresh.key, live / certs.key.name)
+    mark = len(proxy.log())
+    proxy.proc.send_signal(signal.SIGHUP)
+    process.wait_until(lambda: "configuration reloaded" in proxy.log()[mark:], 5, what="reload")
+    after = peer_certificate_serial(port, str(certs.ca))
+    assert after != before  # new clients see the new certificate
+    assert connected.incr("tlsc:rot") == 2  # a client already connected keeps its session
+    assert tls_client(certs, port).get("tlsc:rot") == "2"
+
+    # Moving the listener needs a restart; it is said, and the listener stays.
+    config.write_text(config.read_text().replace(f"127.0.0.1:{port}", "127.0.0.1:1"))
+    mark = len(proxy.log())
+    proxy.proc.send_signal(signal.SIGHUP)
+    process.wait_until(lambda: "need a restart" in proxy.log()[mark:], 5, what="restart notice")
+    assert "tls.listen" in proxy.log()[mark:]
+    assert tls_client(certs, port).get("tlsc:rot") == "2"
+    connected.delete("tlsc:rot")
+
+
+def test_check_config_names_the_tls_field(tmp_path, certs):
+    from support.proxy import slotway_path
+
+    config = tmp_path / "slotway.yaml"
+    cases = {
+        "tls:\n  listen: 127.0.0.1:6390\n": "tls.cert_file",
+        f"tls:\n  listen: 127.0.0.1:6390\n  cert_file: {certs.cert}\n  key_file: /nonexistent\n": "tls.key_file",
+        "backend_tls:\n  enabled: true\n  ca_file: /nonexistent\n": "backend_tls.ca_file",
+        f"backend_tls:\n  enabled: true\n  ca_file: {certs.ca}\n  cert_file: {certs.cert}\n": "backend_tls.key_file",
+    }
+    for text, field in cases.items():
+        config.write_text("seeds: [\"127.0.0.1:7000\"]\n" + text)
+        r = subprocess.run([slotway_path(), "--check-config", str(config)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and field in r.stderr, (text, r.stderr)
+    config.write_text("seeds: [\"127.0.0.1:7000\"]\n"
+                      f"tls:\n  listen: 127.0.0.1:6390\n  cert_file: {certs.cert}\n  key_file: {certs.key}\n")
+    r = subprocess.run([slotway_path(), "--check-config", str(config)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr

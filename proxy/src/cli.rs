@@ -71,6 +71,18 @@ pub struct Cli {
     /// Password towards the cluster nodes.
     #[arg(long, env = "SLOTWAY_BACKEND_PASSWORD")]
     pub backend_password: Option<String>,
+    /// Also accept TLS clients on this address.
+    #[arg(long, env = "SLOTWAY_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM file of the certificate TLS clients are shown.
+    #[arg(long, env = "SLOTWAY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of its private key.
+    #[arg(long, env = "SLOTWAY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM file of the CAs that sign client certificates; TLS clients must then present one.
+    #[arg(long, env = "SLOTWAY_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Connect to the cluster nodes with TLS.
     #[arg(long, env = "SLOTWAY_BACKEND_TLS")]
     pub backend_tls: bool,
@@ -193,6 +205,18 @@ impl Cli {
         if let Some(v) = &self.backend_password {
             c.backend_password = Some(v.clone());
         }
+        if let Some(v) = self.tls_listen {
+            c.tls.listen = Some(v);
+        }
+        if let Some(v) = &self.tls_cert_file {
+            c.tls.cert_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key_file {
+            c.tls.key_file = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_ca_file {
+            c.tls.ca_file = Some(v.clone());
+        }
         if self.backend_tls {
             c.backend_tls.enabled = true;
         }
@@ -242,6 +266,9 @@ impl Cli {
         // The certificate files are read now, so that a bad one stops the start, fails
         // --check-config and is refused by a reload, naming the field.
         crate::transport::Connector::from_config(&c.backend_tls)?;
+        if c.tls.listen.is_some() {
+            crate::tls::server_config(&c.tls)?;
+        }
         Ok(c)
     }
 }

@@ -114,6 +114,8 @@ pub struct Config {
     pub backend_password: Option<String>,
     /// TLS towards the cluster nodes.
     pub backend_tls: BackendTlsConfig,
+    /// TLS towards clients: a listener of its own.
+    pub tls: ClientTlsConfig,
     /// Built-in co-location rule sets (`celery`, `dramatiq`).
     pub presets: Vec<Preset>,
     /// Co-location rules of your own.
@@ -180,6 +182,20 @@ pub struct BackendTlsConfig {
     pub server_name: Option<String>,
 }
 
+/// TLS towards clients (see `listener`): a second listener, for TLS clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsConfig {
+    /// Address TLS clients connect to (none: no TLS listener).
+    pub listen: Option<SocketAddr>,
+    /// PEM file of the proxy's certificate (chain).
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of its private key.
+    pub key_file: Option<PathBuf>,
+    /// PEM file of the CAs that sign client certificates; set, a client must present one.
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Protocol limits for client requests (see `protocol::Limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,7 +229,7 @@ pub enum ConfigError {
     },
     /// The TLS settings cannot be used (a file is missing or holds no certificate...).
     #[error("invalid config: {0}")]
-    Tls(#[from] crate::transport::TlsSetupError),
+    Tls(#[from] crate::tls::TlsSetupError),
     /// A value is out of range.
     #[error("invalid config: {field}: {reason}")]
     Invalid {
@@ -246,6 +262,7 @@ impl Default for Config {
             backend_username: None,
             backend_password: None,
             backend_tls: BackendTlsConfig::default(),
+            tls: ClientTlsConfig::default(),
             deny_commands: Vec::new(),
             cross_slot_transactions: CrossSlotTransactions::Split,
             presets: Vec::new(),

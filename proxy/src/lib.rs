@@ -34,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod slowlog;
+pub mod tls;
 pub mod topology;
 pub mod transaction;
 pub mod transport;
@@ -46,6 +47,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+
+/// [`server::accept_loop`] on `listener`, if there is one.
+async fn accept_on(
+    listener: Option<&listener::Listener>,
+    shared: Arc<server::Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    if let Some(l) = listener {
+        server::accept_loop(l, shared, shutdown, tasks).await;
+    }
+}
 
 /// How long to wait for the first slot map before accepting clients anyway.
 const STARTUP_MAP_WAIT: Duration = Duration::from_secs(5);
@@ -89,6 +102,19 @@ pub async fn run_with_reload(
         ),
         None => None,
     };
+    let (tls, client_tls) = match config.tls.listen {
+        Some(at) => {
+            let server = tls::server_config(&config.tls).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
+            let acceptor = tls::Acceptor::new(server);
+            let l = listener::Listener::bind_tls(at, acceptor.clone())
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("tls.listen {at}: {e}")))?;
+            (Some(l), Some(acceptor))
+        }
+        None => (None, None),
+    };
     let admin = match config.metrics_listen {
         Some(at) => Some(
             TcpListener::bind(at)
@@ -97,7 +123,7 @@ pub async fn run_with_reload(
         ),
         None => None,
     };
-    let shared = server::Shared::new(config, topology.clone(), metrics);
+    let shared = server::Shared::new(config, topology.clone(), metrics, client_tls);
     // The endpoint and SIGHUP work from here on, while the first slot map is awaited (probes
     // see /healthz 200 and /readyz 503; an early SIGHUP must not hit the default action, exit).
     if let Some(admin) = admin {
@@ -121,17 +147,18 @@ pub async fn run_with_reload(
     on_bound(addr);
     let tasks = TaskTracker::new();
     let tcp = listener::Listener::Tcp(listener);
-    let accept = |l| server::accept_loop(l, shared.clone(), shutdown.clone(), tasks.clone());
-    match unix {
-        Some(unix) => {
-            tokio::join!(accept(&tcp), accept(&unix));
-            unix.remove_file();
-        }
-        None => accept(&tcp).await,
+    let accept = |l| accept_on(l, shared.clone(), shutdown.clone(), tasks.clone());
+    tokio::join!(
+        accept(Some(&tcp)),
+        accept(unix.as_ref()),
+        accept(tls.as_ref())
+    );
+    if let Some(unix) = &unix {
+        unix.remove_file();
     }
     // Closed now, not when the drain is over: a client connecting while the proxy drains is
     // refused instead of waiting in the backlog of a listener nobody accepts from.
-    drop(tcp);
+    drop((tcp, tls));
     tasks.close();
     let drain = shared.config.drain_timeout();
     tracing::info!(

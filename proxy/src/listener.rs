@@ -1,6 +1,13 @@
-//! Where clients connect: the TCP listener (`listen`) and the optional Unix socket
-//! (`unix_socket`), a client connection's read and write halves, and its address as CLIENT LIST
-//! shows it.
+//! Where clients connect: the TCP listener (`listen`), the optional Unix socket
+//! (`unix_socket`) and TLS listener (`tls.listen`), a client connection's read and write halves,
+//! and its address as CLIENT LIST shows it.
+//!
+//! A TLS client's session does not see TLS: a task of its own ([`tls_relay`]) runs the
+//! handshake and then relays the plain bytes between the TLS stream and one end of a Unix
+//! socket pair, whose other end the session serves like any client connection. The session's
+//! read path polls the socket's readiness directly (to hold no buffer while idle), which a TLS
+//! stream cannot offer; the relay costs TLS clients two more socket calls per read and per
+//! write, and leaves the plain path untouched.
 //!
 //! A session does not care which kind of socket it serves: [`ClientRead`] and [`ClientWrite`]
 //! hide it. A Unix socket is for clients on the same host (a sidecar sharing a volume with its
@@ -17,7 +24,14 @@ use std::task::{Context, Poll};
 
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{tcp, unix, TcpListener, UnixListener};
+use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::tls::Acceptor;
+
+/// The relay's buffer each way, in bytes.
+const RELAY_BUFFER: usize = 4096;
+/// How long a TLS client gets to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A listening socket clients connect to.
 #[derive(Debug)]
@@ -26,6 +40,8 @@ pub enum Listener {
     Tcp(TcpListener),
     /// The socket, and its path as CLIENT LIST shows it.
     Unix(UnixListener, Arc<str>),
+    /// `tls.listen`, and the TLS configuration in force (a reload replaces it).
+    Tls(TcpListener, Arc<Acceptor>),
 }
 
 /// An accepted client connection.
@@ -117,6 +133,20 @@ impl Listener {
                     local: ClientAddr::Tcp(local),
                 })
             }
+            Listener::Tls(l, acceptor) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(peer);
+                let (session_end, relay_end) = UnixStream::pair()?;
+                tokio::spawn(tls_relay(acceptor.current(), stream, relay_end, peer));
+                let (rd, wr) = session_end.into_split();
+                Ok(Accepted {
+                    rd: ClientRead::Unix(rd),
+                    wr: ClientWrite::Unix(wr),
+                    peer: ClientAddr::Tcp(peer),
+                    local: ClientAddr::Tcp(local),
+                })
+            }
             Listener::Unix(l, path) => {
                 let (stream, _) = l.accept().await?;
                 let (rd, wr) = stream.into_split();
@@ -128,6 +158,14 @@ impl Listener {
                 })
             }
         }
+    }
+
+    /// Binds the TLS listener.
+    ///
+    /// # Errors
+    /// If binding fails.
+    pub async fn bind_tls(at: SocketAddr, acceptor: Arc<Acceptor>) -> io::Result<Listener> {
+        Ok(Listener::Tls(TcpListener::bind(at).await?, acceptor))
     }
 
     /// Removes the Unix socket's file; nothing for TCP.
@@ -147,6 +185,38 @@ fn octal(perm: u32) -> u32 {
 /// True if every decimal digit of `perm` is an octal digit and it is at most 777.
 pub fn valid_perm(perm: u32) -> bool {
     perm <= 777 && u32::from_str_radix(&perm.to_string(), 8).is_ok()
+}
+
+/// Runs a TLS client's handshake, then relays bytes both ways between it and its session's
+/// end of the socket pair until both directions have ended. A failed handshake closes the
+/// pair, which the session sees as the client leaving.
+async fn tls_relay(
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    stream: TcpStream,
+    mut session: UnixStream,
+    peer: SocketAddr,
+) {
+    let mut tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    // Small buffers: most requests and replies are small, and an idle client keeps them.
+    let relayed = tokio::io::copy_bidirectional_with_sizes(
+        &mut tls,
+        &mut session,
+        RELAY_BUFFER,
+        RELAY_BUFFER,
+    );
+    if let Err(e) = relayed.await {
+        tracing::debug!(client = %peer, error = %e, "TLS client connection ended");
+    }
 }
 
 // === impl ClientAddr ===

@@ -7,7 +7,7 @@
 //!
 //! | applied at once | to client connections opened after the reload | needs a restart |
 //! |---|---|---|
-//! | log level, timeouts, passwords, `max_clients`, `deny_commands`, slow log, seeds, backend settings and `backend_tls` (pools are replaced; requests in flight finish on the old connections; the TLS files are read again on every reload, so rotated certificates replace the pools too) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `unix_socket`, `unix_socket_perm`, `metrics_listen`, `worker_threads`, `log_json`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
+//! | log level, timeouts, passwords, the TLS listener's certificate files (read again on every reload; clients already connected keep their session), `max_clients`, `deny_commands`, slow log, seeds, backend settings and `backend_tls` (pools are replaced; requests in flight finish on the old connections; the TLS files are read again on every reload, so rotated certificates replace the pools too) | `limits`, `max_pipeline`, a lower `client_output_buffer_limit`, a `client_idle_timeout_ms` set from 0 | `listen`, `unix_socket`, `unix_socket_perm`, `metrics_listen`, `worker_threads`, `log_json`, `tls.listen`, and key naming: `presets`, `colocate`, `databases`, `max_databases` |
 //!
 //! Clients already authenticated stay so when `password` changes, as with Redis. A reload whose
 //! TLS files cannot be read or used is refused as a whole.
@@ -129,6 +129,19 @@ pub fn apply(shared: &Shared, mut new: Config) -> Result<Report, String> {
         need_restart: restart_needed(old, &new),
         ..Report::default()
     };
+    // The TLS listener stays where it is; its certificate files are read again.
+    if new.tls.listen != old.tls.listen {
+        report.need_restart.push(describe(
+            "tls.listen",
+            &format!("{:?}", old.tls.listen),
+            &format!("{:?}", new.tls.listen),
+        ));
+        new.tls.listen = old.tls.listen;
+    }
+    let server_tls = match (&shared.client_tls, new.tls.listen) {
+        (Some(_), Some(_)) => Some(crate::tls::server_config(&new.tls).map_err(|e| e.to_string())?),
+        _ => None,
+    };
     new.listen = old.listen;
     new.unix_socket.clone_from(&old.unix_socket);
     new.unix_socket_perm = old.unix_socket_perm;
@@ -156,6 +169,9 @@ pub fn apply(shared: &Shared, mut new: Config) -> Result<Report, String> {
         }
     }
     shared.slowlog.configure(&new.slowlog);
+    if let (Some(acceptor), Some(server)) = (&shared.client_tls, server_tls) {
+        acceptor.replace(server);
+    }
     let pools_replaced = shared.topology.reconfigure(&new, connector);
     if pools_replaced && report.applied.is_empty() {
         // Same settings, new contents: rotated certificates.

@@ -55,6 +55,8 @@ pub struct Shared {
     pub scripts: ScriptCache,
     /// How client key names map to stored names (co-location rules, database prefixes).
     pub names: routing::names::KeyNames,
+    /// The TLS listener's configuration, replaced by a reload (with `tls.listen`).
+    pub client_tls: Option<Arc<crate::tls::Acceptor>>,
     /// When the proxy started.
     pub started: Instant,
     /// A random 40-hex-digit id, as INFO's `run_id`.
@@ -181,7 +183,12 @@ pub struct ClientState {
 
 impl Shared {
     /// Creates the shared state. `metrics` should be the one `topology` was created with.
-    pub fn new(config: Config, topology: Arc<Topology>, metrics: Arc<Metrics>) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        topology: Arc<Topology>,
+        metrics: Arc<Metrics>,
+        client_tls: Option<Arc<crate::tls::Acceptor>>,
+    ) -> Arc<Shared> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -197,6 +204,7 @@ impl Shared {
             clients: ClientRegistry::default(),
             scripts: ScriptCache::default(),
             names,
+            client_tls,
             started: Instant::now(),
             run_id: run_id[run_id.len() - 40..].to_string(),
             next_client_id: AtomicU64::new(1),

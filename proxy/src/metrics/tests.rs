@@ -85,7 +85,7 @@ fn new_shared(idle_ms: u64) -> Arc<Shared> {
         crate::transport::Connector::plain(),
         metrics.clone(),
     );
-    Shared::new(config, topology, metrics)
+    Shared::new(config, topology, metrics, None)
 }
 
 #[tokio::test(start_paused = true)]
