@@ -469,3 +469,40 @@ def test_app_and_worker_on_the_unix_socket(cluster, tmp_path_factory):
         finally:
             app.close()
             launcher.teardown()
+
+
+@pytest.mark.timeout(150)
+def test_app_and_worker_over_tls(cluster, tmp_path_factory):
+    """An app that spoke TLS to its Redis keeps its ``rediss://`` URLs, pointed at Slotway's
+    TLS listener."""
+    from support.ports import allocate_port
+    from support.tls import make_certs
+
+    certs = make_certs(tmp_path_factory.mktemp("celery-tls-certs"))
+    port = allocate_port()
+    launcher = ProxyLauncher(cluster, tmp_path_factory.mktemp("celery-tls-proxy"))
+    launcher(*SLOTWAY_ARGS, "--tls-listen", f"127.0.0.1:{port}", "--tls-cert-file", str(certs.cert),
+             "--tls-key-file", str(certs.key))
+    log_dir = tmp_path_factory.mktemp("celery-tls")
+    record_dir = log_dir / "records"
+    record_dir.mkdir()
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certs.ca}"
+    settings = CelerySettings(broker_url=url, backend_url=url, protocol=3, record_dir=str(record_dir))
+    app = make_app(settings, set_as_current=False)
+    w = CeleryWorker(settings, log_dir, "tls", queues=["tlsq"], concurrency=4)
+    try:
+        _start(w, app)
+        token = new_token()
+        results = [app.slotway.record.apply_async((token, i), queue="tlsq") for i in range(50)]
+        assert wait(ResultSet(results, app=app), 60) == list(range(50))
+        assert sorted(int(r.label) for r in read_records(str(record_dir), token)) == list(range(50))
+        # Really over TLS: the worker's and the app's connections came in on the TLS listener.
+        plain = launcher.started[0].client()
+        listed = plain.execute_command("CLIENT", "LIST")
+        assert sum(f" laddr=127.0.0.1:{port} " in line for line in listed.splitlines()) >= 3, listed
+    finally:
+        try:
+            _check_stopped([w])
+        finally:
+            app.close()
+            launcher.teardown()
