@@ -14,7 +14,8 @@
 #   --connections N      connections for --memory              (default 10000)
 #   --run-timeout S      give up on a redis-benchmark run after S seconds (default 180)
 #   --base-port N        cluster ports N..N+5, bus N+100..N+105, proxy N+6, metrics N+7,
-#                        reference proxies and their servers N+10..N+15 (default 31000)
+#                        reference proxies and their servers N+10..N+15, one standalone
+#                        redis-server N+16 (default 31000)
 #   --no-unix            do not also benchmark through slotway's Unix socket
 #   --no-reference       do not also benchmark the reference proxies (below)
 #   --keep               keep the work directory (logs) after the run
@@ -28,7 +29,10 @@
 # and prints comparison tables.  Reference proxies, when present, get the same
 # runs for a side-by-side CPU figure: twemproxy (`nutcracker` on the PATH or
 # $NUTCRACKER_BIN; it cannot speak cluster, so it fronts three standalone
-# redis-servers) and predixy ($PREDIXY_BIN, in front of the same cluster).  If
+# redis-servers) and predixy ($PREDIXY_BIN, in front of the same cluster).  One
+# standalone redis-server gets the same runs too: its own CPU per request is the
+# floor of this machine (the socket work per request that a proxy also does, on
+# its client side, before any node-side work).  If
 # memtier_benchmark is installed, a short memtier run each way follows.
 # Everything it started is stopped on exit.  See benches/README.md.
 set -euo pipefail
@@ -92,7 +96,7 @@ proxy_pid=
 # Reference proxies, each with a port and, once started, a pid.
 nutcracker_bin=${NUTCRACKER_BIN:-$(command -v nutcracker || true)}
 predixy_bin=${PREDIXY_BIN:-}
-declare -A ref_port=([nutcracker]=$((base_port + 13)) [predixy]=$((base_port + 15)))
+declare -A ref_port=([nutcracker]=$((base_port + 13)) [predixy]=$((base_port + 15)) [node]=$((base_port + 16)))
 declare -A ref_pid=()
 
 log() { printf '[load] %s\n' "$*" >&2; }
@@ -136,7 +140,7 @@ port_in_use() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
 preflight() {
     command -v redis-benchmark >/dev/null || die "redis-benchmark not found (apt-get install redis-tools)"
     local p
-    for p in $(seq "$base_port" $((base_port + 5))) $(seq $((base_port + BUS_PORT_OFFSET)) $((base_port + BUS_PORT_OFFSET + 5))) "$proxy_port"; do
+    for p in $(seq "$base_port" $((base_port + 5))) $(seq $((base_port + BUS_PORT_OFFSET)) $((base_port + BUS_PORT_OFFSET + 5))) "$proxy_port" "${ref_port[node]}"; do
         port_in_use "$p" && die "port $p is in use; pick another range with --base-port"
     done
     if [[ $reference == 1 && $direct_only == 0 ]]; then
@@ -212,6 +216,17 @@ start_nutcracker() {
     "$nutcracker_bin" -c "$workdir/nutcracker.yml" -s $((base_port + 14)) -o "$workdir/nutcracker.log" &
     ref_pid[nutcracker]=$!
     wait_for_set "${ref_port[nutcracker]}" nutcracker "${ref_pid[nutcracker]}"
+}
+
+# One standalone redis-server: what one node itself spends per request, the same runs.
+start_node() {
+    local port=${ref_port[node]}
+    mkdir -p "$standalone_dir"
+    log "starting one standalone redis-server on $host:$port (the floor)"
+    redis-server --bind "$host" --port "$port" --save '' --appendonly no --daemonize yes \
+        --dir "$standalone_dir" --pidfile "$standalone_dir/$port.pid" --logfile "$standalone_dir/$port.log"
+    until [[ $(redis-cli -h "$host" -p "$port" ping 2>/dev/null) == PONG ]]; do sleep 0.1; done
+    ref_pid[node]=$(<"$standalone_dir/$port.pid")
 }
 
 # predixy in front of the same cluster, one worker thread like slotway on two cores.
@@ -365,7 +380,7 @@ print_table() {
 
 # The reference proxies' runs next to slotway's TCP runs.
 print_reference_table() {
-    ((${#ref_pid[@]})) || return 0
+    [[ -n ${ref_pid[nutcracker]:-}${ref_pid[predixy]:-} ]] || return 0
     local pipeline test name d p r ratio
     printf 'Reference proxies, the same runs (twemproxy/nutcracker fronts three standalone redis-servers,\n'
     printf 'predixy the same cluster); CPU ratio = slotway CPU / reference CPU, below 1 means slotway spends less\n\n'
@@ -385,6 +400,25 @@ print_reference_table() {
                     "${test^^} P$pipeline" "$name" "${rps[$r]}" "$ratio" "${p50[$r]}/${p99[$r]}" "${cpu[$r]}" \
                     "${cpu[$p]}" "$(ratio_of "${cpu[$p]}" "${cpu[$r]}")"
             done
+        done
+    done
+    echo
+}
+
+# One standalone redis-server next to slotway: the machine's floor per request.
+print_node_table() {
+    [[ -n ${ref_pid[node]:-} ]] || return 0
+    local pipeline test n p
+    printf 'One standalone redis-server, the same runs: its own CPU per request is the floor here (one read\n'
+    printf 'and one write per client request, which a proxy pays too before any node-side work)\n\n'
+    printf '| %-8s | %12s | %17s | %19s | %14s |\n' test "node ops/s" "node CPU us/req" "slotway CPU us/req" "slotway / node"
+    printf '|%s|%s|%s|%s|%s|\n' "----------" "--------------" "-------------------" "---------------------" "----------------"
+    for pipeline in 1 16; do
+        for test in set get; do
+            n="node ${test^^} P$pipeline"
+            p="proxy ${test^^} P$pipeline"
+            printf '| %-8s | %12s | %17s | %19s | %14s |\n' "${test^^} P$pipeline" "${rps[$n]}" "${cpu[$n]}" \
+                "${cpu[$p]:--}" "$([[ -n ${cpu[$p]:-} ]] && ratio_of "${cpu[$p]}" "${cpu[$n]}" || echo -)"
         done
     done
     echo
@@ -480,6 +514,7 @@ run_memory() {
 
 run_throughput() {
     start_cluster
+    start_node
     [[ $direct_only == 1 ]] || start_proxy
     if [[ $direct_only == 0 && $reference == 1 ]]; then
         if [[ -n $nutcracker_bin ]]; then
@@ -497,12 +532,13 @@ run_throughput() {
             bench direct "$test" "$pipeline" "$n"
             [[ $direct_only == 1 ]] || bench proxy "$test" "$pipeline" "$n"
             [[ $direct_only == 1 || $unix == 0 ]] || bench unix "$test" "$pipeline" "$n"
-            for name in nutcracker predixy; do
+            for name in nutcracker predixy node; do
                 [[ -z ${ref_pid[$name]:-} ]] || bench "$name" "$test" "$pipeline" "$n"
             done
         done
     done
     print_table
+    print_node_table
     print_reference_table
     [[ $direct_only == 1 ]] || run_multikey
     memtier

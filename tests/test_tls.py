@@ -174,6 +174,32 @@ def test_moved_keeps_the_proxy_on_tls_ports(tls_cluster, certs, launch):
     client.delete(key)
 
 
+def test_failover_moves_the_proxy_to_the_promoted_replicas_tls_port(tls_cluster, certs, launch):
+    proxy = launch(*certs.proxy_args(), seeds=[tls_seed(tls_cluster)])
+    client = proxy.client()
+    victim = tls_cluster.masters()[1]
+    key = next(f"tls:fo:{i}" for i in range(10_000) if tls_cluster.node_for_key(f"tls:fo:{i}") == victim)
+    client.set(key, "before")
+    assert client.execute_command("WAIT", 1, 5000) == 1  # on the replica too
+    tls_cluster.kill_master(victim)
+    try:
+        promoted = tls_cluster.wait_for_failover(victim)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.get(key) == "before"
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "the promoted replica was not served"
+                time.sleep(0.1)
+        assert tls_addr_of(tls_cluster, promoted) in proxy_masters(client).values()
+        assert client.set(key, "after") is True
+        assert tls_cluster.node_client(promoted).get(key) == "after"
+    finally:
+        tls_cluster.restart(victim)
+    client.delete(key)
+
+
 def test_a_node_the_proxy_cannot_trust_is_an_error_never_data(tls_cluster, certs, launch, tmp_path):
     seed = tls_seed(tls_cluster)
     other_ca = make_certs(tmp_path / "other")
@@ -331,7 +357,7 @@ def test_redis_cli_over_tls_and_plain_bytes_on_the_tls_port(proxy_factory, certs
         while chunk := s.recv(4096):
             data += chunk
         assert b"PONG" not in data
-    assert "TLS handshake failed" in proxy.log()
+    process.wait_until(lambda: "TLS handshake failed" in proxy.log(), 5, what="the handshake failure logged")
     assert proxy.client().get("tlsc:cli") == "v"
     proxy.client().delete("tlsc:cli")
 
