@@ -165,6 +165,79 @@ def test_info_sums_what_the_masters_hold(proxy, cluster, standalone):
     assert not any(k.startswith("cmdstat_") for k in c.info())
 
 
+def resp(*args) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def read_bulk(sock) -> bytes:
+    data = b""
+    while b"\r\n" not in data:
+        data += sock.recv(4096)
+    head, rest = data.split(b"\r\n", 1)
+    n = int(head[1:])
+    while len(rest) < n + 2:
+        rest += sock.recv(4096)
+    return rest[:n]
+
+
+def monitor_lines(server, commands) -> tuple[list[bytes], str]:
+    """MONITOR on ``server`` while another client pipelines ``commands``; the lines without
+    their timestamps, and that client's address."""
+    mon = socket.create_connection((server.host, server.port), timeout=5)
+    client = socket.create_connection((server.host, server.port), timeout=5)
+    try:
+        mon.sendall(b"MONITOR\r\n")
+        assert mon.recv(100) == b"+OK\r\n"
+        client.sendall(resp("CLIENT", "INFO"))
+        addr = read_bulk(client).split(b"addr=", 1)[1].split(b" ", 1)[0].decode()
+        client.sendall(b"".join(resp(*cmd) for cmd in commands) + resp("ECHO", "the end"))
+        data = b""
+        mon.settimeout(5)
+        while b'"ECHO" "the end"' not in data:
+            chunk = mon.recv(65536)
+            assert chunk, data
+            data += chunk
+        # RESET ends monitoring: what follows is not shown.
+        mon.sendall(b"RESET\r\n")
+        rest = b""
+        while not rest.endswith(b"+RESET\r\n"):
+            rest += mon.recv(100)
+        client.sendall(resp("PING"))
+        mon.sendall(b"PING\r\n")
+        assert mon.recv(100) == b"+PONG\r\n"
+    finally:
+        mon.close()
+        client.close()
+    lines = [line.split(b" ", 1)[1] for line in data.split(b"\r\n") if line]
+    assert all(line.startswith(b"[0 ") for line in lines), lines
+    return lines, addr
+
+
+def test_monitor_shows_each_clients_commands_as_one_node_does(proxy, standalone, cluster):
+    keys = spread_keys(cluster, "mon", per_master=1)
+    commands = [
+        ("SET", keys[0], "a b\r\n\x01\"\\"),
+        ("GET", keys[0]),
+        ("MGET", *keys),  # one line as the client sent it, not one per node
+        ("CONFIG", "GET", "maxmemory"),  # admin: not shown
+        ("AUTH", "nobody", "secret"),  # shown redacted
+        ("HELLO", "2", "AUTH", "nobody", "secret"),
+        ("DEL", *keys),
+    ]
+    mine, my_addr = monitor_lines(proxy, commands)
+    theirs, their_addr = monitor_lines(standalone, commands)
+    strip = lambda lines, addr: [l.replace(f"[0 {addr}]".encode(), b"[0 ADDR]") for l in lines]
+    assert strip(mine, my_addr) == strip(theirs, their_addr)
+    assert b'"AUTH" "(redacted)" "(redacted)"' in mine[4] and b"secret" not in b"".join(mine)
+    assert not any(b"CONFIG" in l for l in mine)
+    assert mine[0] == f'[0 {my_addr}] "CLIENT" "INFO"'.encode()
+    assert mine[1] == f'[0 {my_addr}] "SET" "{keys[0]}" "a b\\r\\n\\x01\\"\\\\"'.encode()
+
+
 def test_command_docs_and_friends(proxy, standalone):
     for req in (b"COMMAND COUNT\r\n", b"COMMAND DOCS get\r\n", b"COMMAND INFO mget\r\n",
                 b"COMMAND GETKEYS MSET a 1 b 2\r\n", b"HELLO 3\r\nCOMMAND DOCS set\r\n"):

@@ -785,7 +785,7 @@ def test_config_get_and_set_reach_every_node(proxy, cluster):
 
 
 def test_admin_commands_that_make_no_sense_are_refused(proxy):
-    for req in (b"CLUSTER INFO", b"MONITOR", b"SHUTDOWN", b"DEBUG SLEEP 0", b"REPLICAOF NO ONE",
+    for req in (b"CLUSTER INFO", b"SHUTDOWN", b"DEBUG SLEEP 0", b"REPLICAOF NO ONE",
                 b"SLAVEOF NO ONE", b"MIGRATE h 1 k 0 10"):
         reply = proxy.raw(req + b"\r\n", expect=b"\r\n")
         assert reply.startswith(b"-ERR command '") and b"not supported by Slotway" in reply, reply

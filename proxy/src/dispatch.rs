@@ -148,7 +148,7 @@ fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => "transactions are not supported yet",
         "waitaof" => "waiting for the AOF through shared connections is not supported yet",
-        "monitor" | "sync" | "psync" | "replconf" => "it cannot work through a proxy",
+        "sync" | "psync" | "replconf" => "it cannot work through a proxy",
         "shutdown" | "replicaof" | "slaveof" | "failover" | "debug" | "migrate" | "module"
         | "save" | "bgsave" | "bgrewriteaof" | "acl" | "latency" => {
             "it is a per-node administration command; send it to the nodes directly"

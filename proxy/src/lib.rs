@@ -26,6 +26,7 @@ pub mod listener;
 pub mod local;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod motion;
 pub mod names;
 pub mod reload;

@@ -57,6 +57,8 @@ pub struct Shared {
     pub names: routing::names::KeyNames,
     /// The TLS listener's configuration, replaced by a reload (with `tls.listen`).
     pub client_tls: Option<Arc<crate::tls::Acceptor>>,
+    /// The clients in MONITOR mode.
+    pub monitors: crate::monitor::Monitors,
     /// When the proxy started.
     pub started: Instant,
     /// A random 40-hex-digit id, as INFO's `run_id`.
@@ -205,6 +207,7 @@ impl Shared {
             scripts: ScriptCache::default(),
             names,
             client_tls,
+            monitors: crate::monitor::Monitors::default(),
             started: Instant::now(),
             run_id: run_id[run_id.len() - 40..].to_string(),
             next_client_id: AtomicU64::new(1),
@@ -245,6 +248,15 @@ impl ClientRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned()
+    }
+
+    /// One client's address.
+    pub fn peer(&self, id: u64) -> Option<ClientAddr> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|c| c.peer.clone())
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut ClientInfo)) {
@@ -370,6 +382,7 @@ impl ClientState {
 impl Drop for ClientState {
     fn drop(&mut self) {
         self.shared.clients.remove(self.id);
+        self.shared.monitors.remove(self.id);
         // Counted up by the accept loop just before this state was made.
         self.shared
             .stats

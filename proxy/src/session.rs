@@ -496,7 +496,7 @@ impl Session {
                     held = self.decode_all(&mut rbuf);
                     self.closing = true;
                 }
-                () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing => self.closing = true,
+                () = self.meter.idle(), if self.queue.is_empty() && !self.is_subscriber() && !self.closing && !self.shared.monitors.has(self.client.id) => self.closing = true,
             }
             self.flush_ready();
             if self.killed {
@@ -648,6 +648,7 @@ impl Session {
         let version = self.client.version;
         if name == "reset" {
             self.drop_subscriptions();
+            self.shared.monitors.remove(self.client.id);
         }
         match local::answer(name, req, &mut self.client, &self.shared) {
             Ok((frame, after)) => {
@@ -698,6 +699,14 @@ impl Session {
         if !self.client.authenticated && !spec.is_some_and(|s| local::allowed_before_auth(s.name)) {
             return self.fail_new(ProxyError::NoAuth);
         }
+        if self.shared.monitors.active() {
+            if spec.is_some_and(|s| s.name == "reset") {
+                // A monitor's RESET ends its monitoring before it is shown (Redis shows a
+                // command once run).
+                self.shared.monitors.remove(self.client.id);
+            }
+            self.feed_monitors(spec, &req);
+        }
         if spec.is_some_and(|s| s.name == "client|reply") && req.len() == 3 {
             return self.client_reply(&req);
         }
@@ -733,6 +742,13 @@ impl Session {
         }
         if self.in_transaction() {
             return self.queue_in_transaction(req, spec);
+        }
+        if spec.is_some_and(|s| s.name == "monitor") {
+            // From now on this client gets a line for every command (`monitor.rs`).
+            self.shared
+                .monitors
+                .add(self.client.id, self.replies.clone());
+            return self.push_done(Bytes::from_static(b"+OK\r\n"));
         }
         if let Some(spec) = spec {
             if self.pubsub_command(spec, &req) {
@@ -1085,6 +1101,12 @@ impl Session {
         let Delivery { seq, part, reply } = d;
         if seq == CONTROL_SEQ {
             return self.on_control(part);
+        }
+        if seq == crate::monitor::MONITOR_SEQ {
+            if let Reply::Frame(line) = reply {
+                self.wbuf.extend_from_slice(&line);
+            }
+            return;
         }
         if seq == SUBSCRIBER_SEQ {
             return match part {
@@ -1859,6 +1881,24 @@ impl Session {
         if let Some(conn) = self.pubsub.as_ref().and_then(|p| p.conn.as_ref()) {
             conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
         }
+    }
+
+    /// Shows `req` to the clients in MONITOR mode, as one node would (`monitor.rs`).
+    fn feed_monitors(&self, spec: Option<&'static routing::CommandSpec>, req: &Request) {
+        let Some(spec) = spec.filter(|s| crate::monitor::shown(s) && s.arity_ok(req.len())) else {
+            return;
+        };
+        let Some(peer) = self.shared.clients.peer(self.client.id) else {
+            return;
+        };
+        let line = crate::monitor::line(
+            std::time::SystemTime::now(),
+            self.client.db,
+            &peer,
+            spec.name,
+            req,
+        );
+        self.shared.monitors.feed(line);
     }
 
     /// True if key names are stored under other names (co-location rules, namespaced databases).
