@@ -330,6 +330,32 @@ def test_client_list_shows_each_clients_latest_command_idle_time_and_flags(proxy
     subscriber.close()
 
 
+def test_client_list_counts_subscriptions_and_queued_commands_as_one_node(proxy, standalone, clean):
+    """sub, psub, ssub, multi and the O/P/x flags, for the same clients on a standalone node."""
+    def fields(server) -> list[dict]:
+        conns = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(3)]
+        subscriber, queuing, monitor = conns
+        ids = []
+        for c in conns:
+            c.sendall(b"CLIENT ID\r\n")
+            ids.append(int(c.recv(100)[1:]))
+        subscriber.sendall(b"SUBSCRIBE a b\r\nPSUBSCRIBE p*\r\nSSUBSCRIBE {s}1 {s}2\r\n")
+        queuing.sendall(b"MULTI\r\nSET k 1\r\nGET k\r\nINCR n\r\n")
+        monitor.sendall(b"MONITOR\r\n")
+        time.sleep(0.5)
+        listing = server.client().execute_command("CLIENT", "LIST")
+        got = []
+        for cid in ids:
+            line = next(l for l in listing.splitlines() if l.startswith(f"id={cid} "))
+            f = dict(x.split("=", 1) for x in line.split())
+            got.append({k: f[k] for k in ("flags", "sub", "psub", "ssub", "multi")})
+        for c in conns:
+            c.close()
+        return got
+
+    assert fields(proxy) == fields(standalone)
+
+
 def test_blocking_pop_on_one_slot_does_not_block_others(proxy, clean):
     blocked = proxy.client(socket_timeout=10)
     result = {}

@@ -513,10 +513,19 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
             now.saturating_sub(u64::from(status.last_active.load(Ordering::Relaxed)))
         }
     };
-    // Redis's flags: P subscriber, b blocked, U Unix socket; N for none of them.
+    // Redis's flags: O monitor, P subscriber, x in MULTI, b blocked, U Unix socket; N for
+    // none of them.
+    let multi = i64::from(status.multi.load(Ordering::Relaxed)) - 1;
+    let (sub, psub, ssub) = status.subscription_counts();
     let mut flags = String::new();
+    if shared.monitors.has(client.id) {
+        flags.push('O');
+    }
     if status.subscriber.load(Ordering::Relaxed) {
         flags.push('P');
+    }
+    if multi >= 0 {
+        flags.push('x');
     }
     if status.blocked.load(Ordering::Relaxed) > 0 {
         flags.push('b');
@@ -528,7 +537,7 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
@@ -537,6 +546,10 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
         idle,
         flags,
         client.db,
+        sub,
+        psub,
+        ssub,
+        multi,
         cmd,
         if client.version == Version::Resp3 { 3 } else { 2 },
         lib_name,

@@ -163,6 +163,25 @@ pub struct ClientStatus {
     pub last_command: AtomicU16,
     /// When its latest request came, in seconds since the proxy started; CLIENT LIST's `idle`.
     pub last_active: AtomicU32,
+    /// CLIENT LIST's `sub`, `psub` and `ssub`, each in 21 bits (kept by its session).
+    pub subscriptions: std::sync::atomic::AtomicU64,
+    /// CLIENT LIST's `multi` + 1: 0 outside MULTI, else one more than the commands queued.
+    pub multi: AtomicU32,
+}
+
+impl ClientStatus {
+    /// Packs `sub`, `psub`, `ssub` for [`ClientStatus::subscriptions`].
+    pub fn pack_subscriptions(sub: usize, psub: usize, ssub: usize) -> u64 {
+        let field = |n: usize| (n as u64).min((1 << 21) - 1);
+        field(sub) | field(psub) << 21 | field(ssub) << 42
+    }
+
+    /// `sub`, `psub`, `ssub`.
+    pub fn subscription_counts(&self) -> (u64, u64, u64) {
+        let v = self.subscriptions.load(Ordering::Relaxed);
+        let mask = (1 << 21) - 1;
+        (v & mask, (v >> 21) & mask, (v >> 42) & mask)
+    }
 }
 
 /// What one client session knows about its client.

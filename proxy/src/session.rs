@@ -502,10 +502,7 @@ impl Session {
             if self.killed {
                 self.wbuf.clear();
             }
-            let subscriber = self.is_subscriber();
-            if subscriber != self.status.subscriber.load(Ordering::Relaxed) {
-                self.status.subscriber.store(subscriber, Ordering::Relaxed);
-            }
+            self.publish_status();
             if !self.wbuf.is_empty() && (self.queue.is_empty() || yielded) && self.write_now(wr)? {
                 yielded = false;
             }
@@ -1880,6 +1877,33 @@ impl Session {
         }
         if let Some(conn) = self.pubsub.as_ref().and_then(|p| p.conn.as_ref()) {
             conn.send(Job::new(req.raw().clone(), ReplyTo::Discard));
+        }
+    }
+
+    /// Publishes what CLIENT LIST and CLIENT KILL TYPE read of this client's pub/sub and
+    /// MULTI state (once per turn of the serve loop; a store only when something changed).
+    fn publish_status(&self) {
+        let subscriber = self.is_subscriber();
+        if subscriber != self.status.subscriber.load(Ordering::Relaxed) {
+            self.status.subscriber.store(subscriber, Ordering::Relaxed);
+        }
+        let subscriptions = self.pubsub.as_ref().map_or(0, |p| {
+            ClientStatus::pack_subscriptions(p.channels.len(), p.patterns.len(), p.shard.count())
+        });
+        if subscriptions != self.status.subscriptions.load(Ordering::Relaxed) {
+            self.status
+                .subscriptions
+                .store(subscriptions, Ordering::Relaxed);
+        }
+        let multi = self
+            .stateful
+            .as_ref()
+            .and_then(|st| st.tx.as_ref())
+            .map_or(0, |q| {
+                u32::try_from(q.commands.len() + 1).unwrap_or(u32::MAX)
+            });
+        if multi != self.status.multi.load(Ordering::Relaxed) {
+            self.status.multi.store(multi, Ordering::Relaxed);
         }
     }
 
