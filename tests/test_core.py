@@ -90,6 +90,8 @@ def test_local_commands_answer_like_a_single_node(proxy):
                       "rbs", "rbp", "obl", "oll", "omem", "tot-mem", "events", "cmd", "user",
                       "redir", "resp", "lib-name", "lib-ver"]
     assert "cmd=client|info" in c.execute_command("CLIENT", "INFO")
+    # The caller's own query buffer still holds the command being run, as on a node.
+    assert " qbuf=26 " in c.execute_command("CLIENT", "INFO")  # *2 $6 CLIENT $4 INFO
     assert proxy.raw(b"SELECT 0\r\n", expect=b"\r\n") == b"+OK\r\n"
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         c.execute_command("SELECT", 1)

@@ -210,7 +210,13 @@ pub fn answer(
         "client|info" => Ok((
             Frame::Verbatim {
                 format: *b"txt",
-                text: Bytes::from(client_line(&client.info(), shared, Some("client|info")) + "\n"),
+                text: Bytes::from(
+                    client_line(
+                        &client.info(),
+                        shared,
+                        Some(("client|info", req.raw().len())),
+                    ) + "\n",
+                ),
             },
             After::Continue,
         )),
@@ -220,12 +226,16 @@ pub fn answer(
                 text.push_str(&client_line(
                     &c,
                     shared,
-                    (c.id == client.id).then_some("client|list"),
+                    (c.id == client.id).then_some(("client|list", req.raw().len())),
                 ));
                 text.push('\n');
             }
             if text.is_empty() {
-                text = client_line(&client.info(), shared, Some("client|list")) + "\n";
+                text = client_line(
+                    &client.info(),
+                    shared,
+                    Some(("client|list", req.raw().len())),
+                ) + "\n";
             }
             Ok((
                 Frame::Verbatim {
@@ -485,10 +495,11 @@ fn client_unblock(req: &Request, shared: &Shared) -> Result<(Frame, After), Prox
     Ok((Frame::Integer(1), After::Continue))
 }
 
-/// One `CLIENT LIST` line for a client. `current` is the command being answered when the line
-/// is the caller's own (CLIENT LIST / CLIENT INFO); other clients show their latest command,
-/// and how long ago it came as `idle`.
-pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) -> String {
+/// One `CLIENT LIST` line for a client. `current` is the command being answered and its size
+/// when the line is the caller's own (CLIENT LIST / CLIENT INFO: `cmd`, and `qbuf`, which on a
+/// node still holds the command being run); other clients show their latest command, and how
+/// long ago it came as `idle`.
+pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<(&str, usize)>) -> String {
     let text = |i: usize| {
         client
             .names
@@ -499,8 +510,9 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
     };
     let (name, lib_name, lib_ver) = (text(0), text(1), text(2));
     let status = &client.remote.status;
+    let qbuf = current.map_or(0, |(_, len)| len);
     let cmd = match current {
-        Some(cmd) => cmd,
+        Some((cmd, _)) => cmd,
         None => match status.last_command.load(Ordering::Relaxed) {
             0 => "NULL",
             n => shared.metrics.command(n - 1).name(),
@@ -537,7 +549,7 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         client.id,
         client.peer,
         client.local,
@@ -550,6 +562,7 @@ pub fn client_line(client: &ClientInfo, shared: &Shared, current: Option<&str>) 
         psub,
         ssub,
         multi,
+        qbuf,
         cmd,
         if client.version == Version::Resp3 { 3 } else { 2 },
         lib_name,
