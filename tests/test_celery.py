@@ -439,6 +439,29 @@ def test_second_app_on_database_1(combo, worker, worker_factory):
         app1.close()
 
 
+def _fifty_tasks(settings: CelerySettings, log_dir, name: str, launcher: ProxyLauncher,
+                 check_clients) -> None:
+    """A worker and an app with ``settings`` run 50 tasks on a queue of their own (a worker of
+    another test module's proxy on the same cluster must not take them); ``check_clients()``
+    then checks how they connected. Stops the worker and the proxies of ``launcher``."""
+    app = make_app(settings, set_as_current=False)
+    queue = f"{name}q"
+    w = CeleryWorker(settings, log_dir, name, queues=[queue], concurrency=4)
+    try:
+        _start(w, app)
+        token = new_token()
+        results = [app.slotway.record.apply_async((token, i), queue=queue) for i in range(50)]
+        assert wait(ResultSet(results, app=app), 60) == list(range(50))
+        assert sorted(int(r.label) for r in read_records(settings.record_dir, token)) == list(range(50))
+        check_clients()
+    finally:
+        try:
+            _check_stopped([w])
+        finally:
+            app.close()
+            launcher.teardown()
+
+
 @pytest.mark.timeout(150)
 def test_app_and_worker_on_the_unix_socket(cluster, tmp_path_factory):
     """A sidecar's Celery app on Slotway's Unix socket: kombu's stock ``redis+socket://`` URLs."""
@@ -451,24 +474,13 @@ def test_app_and_worker_on_the_unix_socket(cluster, tmp_path_factory):
     url = f"redis+socket://{sock}"
     settings = CelerySettings(broker_url=url, backend_url=f"{url}?virtual_host=0", protocol=3,
                               record_dir=str(record_dir))
-    app = make_app(settings, set_as_current=False)
-    # Its own queue: a worker of another test module's proxy on the same cluster must not take these.
-    w = CeleryWorker(settings, log_dir, "unix", queues=["unixq"], concurrency=4)
-    try:
-        _start(w, app)
-        token = new_token()
-        results = [app.slotway.record.apply_async((token, i), queue="unixq") for i in range(50)]
-        assert wait(ResultSet(results, app=app), 60) == list(range(50))
-        assert sorted(int(r.label) for r in read_records(str(record_dir), token)) == list(range(50))
+
+    def unix_clients():
         # Really through the socket: the worker's and the app's connections are Unix clients.
         listed = redis.Redis(unix_socket_path=str(sock), decode_responses=True).execute_command("CLIENT", "LIST")
         assert sum(" flags=U " in line for line in listed.splitlines()) >= 3, listed
-    finally:
-        try:
-            _check_stopped([w])
-        finally:
-            app.close()
-            launcher.teardown()
+
+    _fifty_tasks(settings, log_dir, "unix", launcher, unix_clients)
 
 
 @pytest.mark.timeout(150)
@@ -481,28 +493,17 @@ def test_app_and_worker_over_tls(cluster, tmp_path_factory):
     certs = make_certs(tmp_path_factory.mktemp("celery-tls-certs"))
     port = allocate_port()
     launcher = ProxyLauncher(cluster, tmp_path_factory.mktemp("celery-tls-proxy"))
-    launcher(*SLOTWAY_ARGS, "--tls-listen", f"127.0.0.1:{port}", "--tls-cert-file", str(certs.cert),
-             "--tls-key-file", str(certs.key))
+    proxy = launcher(*SLOTWAY_ARGS, "--tls-listen", f"127.0.0.1:{port}", "--tls-cert-file",
+                     str(certs.cert), "--tls-key-file", str(certs.key))
     log_dir = tmp_path_factory.mktemp("celery-tls")
     record_dir = log_dir / "records"
     record_dir.mkdir()
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certs.ca}"
     settings = CelerySettings(broker_url=url, backend_url=url, protocol=3, record_dir=str(record_dir))
-    app = make_app(settings, set_as_current=False)
-    w = CeleryWorker(settings, log_dir, "tls", queues=["tlsq"], concurrency=4)
-    try:
-        _start(w, app)
-        token = new_token()
-        results = [app.slotway.record.apply_async((token, i), queue="tlsq") for i in range(50)]
-        assert wait(ResultSet(results, app=app), 60) == list(range(50))
-        assert sorted(int(r.label) for r in read_records(str(record_dir), token)) == list(range(50))
+
+    def tls_clients():
         # Really over TLS: the worker's and the app's connections came in on the TLS listener.
-        plain = launcher.started[0].client()
-        listed = plain.execute_command("CLIENT", "LIST")
+        listed = proxy.client().execute_command("CLIENT", "LIST")
         assert sum(f" laddr=127.0.0.1:{port} " in line for line in listed.splitlines()) >= 3, listed
-    finally:
-        try:
-            _check_stopped([w])
-        finally:
-            app.close()
-            launcher.teardown()
+
+    _fifty_tasks(settings, log_dir, "tls", launcher, tls_clients)

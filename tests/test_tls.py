@@ -236,6 +236,18 @@ def test_server_name_checks_every_node_against_one_name(tls_cluster, certs, laun
     client.delete("tls:named")
 
 
+def rotate_certificate(proxy, certs: TlsFiles, live, tmp_path) -> str:
+    """Writes a new certificate from the same CA over ``live``'s copies of ``certs``' files and
+    reloads; returns what the proxy logged meanwhile."""
+    fresh = make_certs(tmp_path / "fresh", name="rotated", ca=certs)
+    shutil.copy(fresh.cert, live / certs.cert.name)
+    shutil.copy(fresh.key, live / certs.key.name)
+    mark = len(proxy.log())
+    proxy.proc.send_signal(signal.SIGHUP)
+    process.wait_until(lambda: "configuration reloaded" in proxy.log()[mark:], 5, what="reload")
+    return proxy.log()[mark:]
+
+
 def test_sighup_reads_rotated_certificates(tls_cluster, certs, launch, tmp_path):
     live = tmp_path / "live"
     live.mkdir()
@@ -254,14 +266,7 @@ def test_sighup_reads_rotated_certificates(tls_cluster, certs, launch, tmp_path)
     client.set("tls:rotate", "1")
     client_id = client.client_id()
 
-    # A new certificate from the same CA, written over the old files.
-    fresh = make_certs(tmp_path / "fresh", name="rotated", ca=certs)
-    shutil.copy(fresh.cert, live / certs.cert.name)
-    shutil.copy(fresh.key, live / certs.key.name)
-    mark = len(proxy.log())
-    proxy.proc.send_signal(signal.SIGHUP)
-    process.wait_until(lambda: "configuration reloaded" in proxy.log()[mark:], 5, what="reload")
-    log = proxy.log()[mark:]
+    log = rotate_certificate(proxy, certs, live, tmp_path)
     assert "certificate files changed" in log and "backend_pools_replaced=true" in log, log
     assert client.get("tls:rotate") == "1"  # new node connections, same client connection
     assert client.client_id() == client_id
@@ -394,12 +399,7 @@ def test_sighup_reads_the_tls_listeners_certificate_again(proxy_factory, certs, 
     connected = tls_client(certs, port)
     connected.set("tlsc:rot", "1")
 
-    fresh = make_certs(tmp_path / "fresh", name="rotated", ca=certs)
-    shutil.copy(fresh.cert, live / certs.cert.name)
-    shutil.copy(fresh.key, live / certs.key.name)
-    mark = len(proxy.log())
-    proxy.proc.send_signal(signal.SIGHUP)
-    process.wait_until(lambda: "configuration reloaded" in proxy.log()[mark:], 5, what="reload")
+    rotate_certificate(proxy, certs, live, tmp_path)
     after = peer_certificate_serial(port, str(certs.ca))
     assert after != before  # new clients see the new certificate
     assert connected.incr("tlsc:rot") == 2  # a client already connected keeps its session
