@@ -25,6 +25,7 @@ use protocol::{Frame, Limits, Scanner, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use crate::reply::{Delivery, Reply, ReplyTo};
 use crate::transport::{Connector, NodeStream};
@@ -366,11 +367,11 @@ async fn serve(
     rx: &mut mpsc::UnboundedReceiver<Job>,
 ) -> Served {
     match stream {
-        NodeStream::Plain(tcp) => {
+        Either::Left(tcp) => {
             let (rd, wr) = tcp.into_split();
             serve_halves(settings, rd, wr, false, rx).await
         }
-        NodeStream::Tls(tls) => {
+        Either::Right(tls) => {
             let (rd, wr) = tokio::io::split(*tls);
             serve_halves(settings, rd, wr, true, rx).await
         }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use protocol::{Frame, Limits, Version};
-use routing::{Slot, SlotMap, Transport};
+use routing::{Slot, SlotMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -723,12 +723,8 @@ async fn fetch_slot_map(addr: &str, base: &ConnSettings) -> Result<SlotMap, Stri
             // A node that serves TLS clients gives its TLS port as `tls-port` (and its plain
             // one, if any, as `port`); CLUSTER SLOTS and MOVED already name the port that
             // matches the connection.
-            let transport = if base.connector.is_tls() {
-                Transport::Tls
-            } else {
-                Transport::Plain
-            };
-            SlotMap::from_cluster_shards(&f, addr, transport).map_err(|e| e.to_string())
+            SlotMap::from_cluster_shards(&f, addr, base.connector.transport())
+                .map_err(|e| e.to_string())
         }
     }
 }

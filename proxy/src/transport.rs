@@ -13,15 +13,14 @@
 //! `tls-auth-clients yes` (its default) requires.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use routing::Transport;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 use crate::config::BackendTlsConfig;
 use crate::tls::TlsSetupError;
@@ -41,13 +40,9 @@ struct Tls {
     digest: String,
 }
 
-/// A connection to a node.
-pub enum NodeStream {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to a node: `Left` plain TCP, `Right` TLS over TCP (`tokio_util`'s `Either`
+/// reads and writes through whichever it holds).
+pub type NodeStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 // === impl Connector ===
 
@@ -75,9 +70,12 @@ impl Connector {
         })
     }
 
-    /// True if connections are TLS (the slot map then uses the nodes' `tls-port`).
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+    /// Plain or TLS: the slot map uses the nodes' `port` or `tls-port` accordingly.
+    pub fn transport(&self) -> Transport {
+        match self.tls {
+            None => Transport::Plain,
+            Some(_) => Transport::Tls,
+        }
     }
 
     /// Connects to `addr` (`host:port`) with `TCP_NODELAY` set, then runs the TLS handshake
@@ -86,7 +84,7 @@ impl Connector {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = &self.tls else {
-            return Ok(NodeStream::Plain(tcp));
+            return Ok(Either::Left(tcp));
         };
         let name = match &tls.server_name {
             Some(name) => name.clone(),
@@ -105,7 +103,7 @@ impl Connector {
             .connect(name, tcp)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
-        Ok(NodeStream::Tls(Box::new(stream)))
+        Ok(Either::Right(Box::new(stream)))
     }
 }
 
@@ -128,52 +126,11 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-/// The host part of `host:port` (IPv6 without brackets: the port is after the last colon).
+/// The host of `host:port`, brackets of an IPv6 seed (`[::1]:7000`) removed.
 fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-// === impl NodeStream ===
-
-impl AsyncRead for NodeStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            NodeStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for NodeStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NodeStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            NodeStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            NodeStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NodeStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            NodeStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
+    routing::host_of(addr)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 #[cfg(test)]
@@ -191,7 +148,10 @@ mod tests {
     #[test]
     fn disabled_is_plain() {
         let config = BackendTlsConfig::default();
-        assert!(!Connector::from_config(&config).unwrap().is_tls());
+        assert_eq!(
+            Connector::from_config(&config).unwrap().transport(),
+            Transport::Plain
+        );
         assert_eq!(Connector::from_config(&config).unwrap(), Connector::plain());
     }
 }

@@ -31,4 +31,4 @@ pub mod split;
 pub use command::{lookup, CommandSpec, Flags};
 pub use redirect::{slot_in_motion, Redirect};
 pub use slot::Slot;
-pub use slot_map::{Shard, SlotMap, SlotMapError, Transport};
+pub use slot_map::{host_of, Shard, SlotMap, SlotMapError, Transport};

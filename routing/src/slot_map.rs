@@ -495,8 +495,9 @@ fn endpoint_host<'a>(endpoint: Option<&'a str>, ip: Option<&'a str>, queried: &'
     }
 }
 
-/// Everything before the last colon of `host:port` (all of it if there is no colon).
-fn host_of(addr: &str) -> &str {
+/// Everything before the last colon of `host:port` (all of it if there is no colon): the host
+/// of an address as the slot map writes it (IPv6 without brackets).
+pub fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 

@@ -28,15 +28,15 @@ use protocol::{Frame, Limits, Request};
 use super::{Entry, Session};
 use crate::backend::Job;
 use crate::reply::{Reply, ReplyTo};
-use crate::topology::NodePool;
 
 /// The delivery `part` of mirror `i` is `MIRROR_PART + i` (the main subscriber connection's is
 /// 0, shard connections' are below this, the shard retry timer's is `u32::MAX`).
 pub(super) const MIRROR_PART: u32 = 1 << 31;
 /// Most mirrors (masters beyond the first) a client can have.
 const MAX_MIRRORS: u32 = 1 << 16;
-/// The argument of the `PING` sent after each command on a mirror; its answer ends the
-/// command's replies.
+/// Sent after each command on a mirror: its answer ends the command's replies.
+const MARK: &[u8] = b"*2\r\n$4\r\nPING\r\n$14\r\nslotway:mirror\r\n";
+/// The argument of [`MARK`], which its answer carries.
 const MARK_ARG: &[u8] = b"slotway:mirror";
 
 /// The channel prefixes of keyspace notifications.
@@ -91,14 +91,11 @@ impl Session {
                 .conn_node
                 .clone()
                 .or_else(|| routes.masters().first().map(|p| p.addr().clone()));
-            let others: Vec<&std::sync::Arc<NodePool>> = routes
-                .masters()
-                .iter()
-                .filter(|p| Some(p.addr()) != main.as_ref())
-                .collect();
             ps.mirrors = Some(
-                others
+                routes
+                    .masters()
                     .iter()
+                    .filter(|p| Some(p.addr()) != main.as_ref())
                     .zip(MIRROR_PART..MIRROR_PART + MAX_MIRRORS)
                     .map(|(pool, part)| pool.subscriber(version, replies.clone(), part))
                     .collect(),
@@ -109,7 +106,7 @@ impl Session {
             return false;
         }
         let mut payload = BytesMut::from(&mirror.raw()[..]);
-        payload.extend_from_slice(Request::from_args([&b"PING"[..], MARK_ARG]).raw());
+        payload.extend_from_slice(MARK);
         let payload = payload.freeze();
         for conn in mirrors {
             conn.send(Job::new(payload.clone(), ReplyTo::Discard));
@@ -177,5 +174,18 @@ impl Session {
             self.queue.push_front(Entry::Confirming(n));
             self.send_subscriber(req);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_is_a_ping_of_its_argument() {
+        assert_eq!(
+            MARK,
+            Request::from_args([&b"PING"[..], MARK_ARG]).raw().as_ref()
+        );
     }
 }
